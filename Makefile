@@ -1,0 +1,26 @@
+# `make test`: create .venv, install litgpt with its test extra (CPU torch pinned), run the suite.
+# `make demo`: the offline end-to-end demo (lands with the training issue).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: test demo install clean
+
+$(BIN)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
+	touch $@
+
+install: $(BIN)/.installed
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+demo: $(BIN)/.installed
+	@echo "make demo lands with the training issue (pretrain on an embedded corpus); nothing to run yet."
+
+clean:
+	rm -rf $(VENV) .pytest_cache
