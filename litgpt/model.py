@@ -524,11 +524,13 @@ def build_rope_cache(
     config: Config, seq_len: int, device: Optional[torch.device] = None, local: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin tables of shape (seq_len, rope_n_elem), float32."""
-    inv_freq, attention_factor = rope_inv_freq(config, local)
-    positions = torch.arange(seq_len, dtype=torch.float32) / config.rope_condense_ratio
-    freqs = torch.outer(positions, inv_freq)  # (seq_len, n_elem // 2)
-    emb = torch.cat((freqs, freqs), dim=-1)  # (seq_len, n_elem)
-    return (emb.cos() * attention_factor).to(device), (emb.sin() * attention_factor).to(device)
+    with torch.device("cpu"):  # computed on the CPU even under a `torch.device("meta")` context
+        inv_freq, attention_factor = rope_inv_freq(config, local)
+        positions = torch.arange(seq_len, dtype=torch.float32) / config.rope_condense_ratio
+        freqs = torch.outer(positions, inv_freq)  # (seq_len, n_elem // 2)
+        emb = torch.cat((freqs, freqs), dim=-1)  # (seq_len, n_elem)
+        cos, sin = emb.cos() * attention_factor, emb.sin() * attention_factor
+    return cos.to(device), sin.to(device)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,95 @@
+"""The `litgpt` command line: one table verb -> function; flags and help come from each signature.
+
+Every verb also takes `--config FILE.yaml` (its flags as YAML). A ValueError / FileNotFoundError raised by
+a verb is printed as one line (`LITGPT_DEBUG=1` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Callable, Optional
+
+# verb -> (module, function, one-line help). The table is read without importing the verbs' modules, so
+# `litgpt --help` is instant; a verb's own `--help` comes from its function's signature and docstring.
+VERBS: dict[str, tuple[str, str, str]] = {
+    "download": (
+        "litgpt.scripts.download", "download_from_hub",
+        "Download a model from the Hugging Face Hub (and convert it); `litgpt download list` lists them.",
+    ),
+    "convert_to_litgpt": (
+        "litgpt.scripts.convert_hf_checkpoint", "convert_hf_checkpoint",
+        "Convert a Hugging Face checkpoint folder into lit_model.pth + model_config.yaml.",
+    ),
+    "convert_from_litgpt": (
+        "litgpt.scripts.convert_lit_checkpoint", "convert_lit_checkpoint",
+        "Export a litgpt checkpoint as a folder that transformers loads (config.json + safetensors).",
+    ),
+}
+
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError,
+               NotImplementedError, ImportError, ConnectionError)
+
+
+def resolve(verb: str) -> Callable:
+    """The function behind `verb`."""
+    module, name, _ = VERBS[verb]
+    return getattr(importlib.import_module(module), name)
+
+
+def _top_level_help() -> str:
+    width = max(map(len, VERBS))
+    lines = [
+        "usage: litgpt VERB [ARGS] [--config FILE.yaml]",
+        "",
+        "Pretrain, finetune, evaluate and serve LLMs. `litgpt VERB --help` shows a verb's flags.",
+        "",
+        "verbs:",
+    ]
+    lines += [f"  {verb.ljust(width)}  {summary}" for verb, (_, _, summary) in VERBS.items()]
+    return "\n".join(lines)
+
+
+def build_parser(verb: str):
+    """A jsonargparse parser for one verb, built from its function's signature and docstring."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    fn = resolve(verb)
+    parser = ArgumentParser(prog=f"litgpt {verb}", description=VERBS[verb][2], exit_on_error=True)
+    parser.add_argument("--config", action=ActionConfigFile, help="A YAML file with the verb's flags.")
+    parser.add_function_arguments(fn, as_positional=True)
+    return parser, fn
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of the `litgpt` console script and `python -m litgpt`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_top_level_help())
+        return 0
+    verb, rest = argv[0], argv[1:]
+    if verb not in VERBS:
+        import difflib
+
+        close = difflib.get_close_matches(verb, VERBS, n=3)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        print(f"litgpt: error: unknown verb {verb!r}.{hint} Run `litgpt --help` for the list.", file=sys.stderr)
+        return 2
+    parser, fn = build_parser(verb)
+    args = parser.parse_args(rest)
+    kwargs = parser.instantiate_classes(args).as_dict()
+    kwargs.pop("config", None)
+    try:
+        fn(**kwargs)
+    except USER_ERRORS as err:
+        if os.environ.get("LITGPT_DEBUG"):
+            raise
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"litgpt {verb}: error: {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

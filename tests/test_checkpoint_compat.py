@@ -1,0 +1,74 @@
+"""Checkpoints written by LitGPT 0.5.x load into our GPT unchanged and give the same logits.
+
+The fixtures in tests/fixtures/litgpt_ref were written by the reference package itself
+(tests/compat/make_reference_fixtures.py): its `lit_model.pth`, its `model_config.yaml` (which lacks our
+extra explicit fields, recovered from the registry by name) and its logits for a fixed input.
+The other direction (our files into LitGPT) is checked by tests/compat/check_reference_loads_ours.py.
+"""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from litgpt import GPT, Config
+from litgpt.utils import load_checkpoint
+
+FIXTURES = Path(__file__).parent / "fixtures" / "litgpt_ref"
+CASES = sorted(p.name for p in FIXTURES.iterdir() if p.is_dir())
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_reference_checkpoint_loads_with_same_logits(case):
+    d = FIXTURES / case
+    config = Config.from_checkpoint(d)
+    model = GPT(config)
+    load_checkpoint(model, d / "lit_model.pth")  # strict: same names and shapes
+    model.eval()
+    io = torch.load(d / "io.pt", weights_only=True)
+    with torch.no_grad():
+        logits = model(io["idx"])
+    torch.testing.assert_close(logits, io["logits"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["pythia", "gemma2"])
+def test_our_config_file_keeps_litgpt_fields_only(case, tmp_path):
+    """The yaml we write for a LitGPT-known architecture has no field LitGPT would reject."""
+    import yaml
+
+    config = Config.from_checkpoint(FIXTURES / case)
+    config.save(tmp_path)
+    ours = yaml.safe_load((tmp_path / "model_config.yaml").read_text())
+    theirs = yaml.safe_load((FIXTURES / case / "model_config.yaml").read_text())
+    assert set(ours) == set(theirs)
+    assert Config.from_file(tmp_path / "model_config.yaml") == config
+
+
+def test_reference_loads_our_checkpoints(tmp_path):
+    """Our `lit_model.pth` + `model_config.yaml` load into LitGPT itself with the same logits.
+
+    Needs the reference venv (not installed in CI): set LITGPT_REFERENCE_PYTHON to its python, e.g.
+    `LITGPT_REFERENCE_PYTHON=$(bash ../shared/bench/anchor.sh)/bin/python make test`.
+    """
+    import os
+    import shutil
+    import subprocess
+
+    ref_python = os.environ.get("LITGPT_REFERENCE_PYTHON")
+    if not ref_python:
+        pytest.skip("LITGPT_REFERENCE_PYTHON is not set (the reference LitGPT venv)")
+    folders = []
+    for case in CASES:
+        src = FIXTURES / case
+        config = Config.from_checkpoint(src)
+        model = GPT(config)
+        load_checkpoint(model, src / "lit_model.pth")
+        out = tmp_path / case
+        out.mkdir()
+        torch.save(model.state_dict(), out / "lit_model.pth")
+        config.save(out)
+        shutil.copy(src / "io.pt", out / "io.pt")
+        folders.append(str(out))
+    script = Path(__file__).parent / "compat" / "reference_load.py"
+    proc = subprocess.run([ref_python, str(script), *folders], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
