@@ -56,7 +56,7 @@ _NETWORK_ERROR_NAMES = {
 
 def download_from_hub(
     repo_id: str,
-    access_token: Optional[str] = os.getenv("HF_TOKEN"),
+    access_token: Optional[str] = None,
     tokenizer_only: bool = False,
     convert_checkpoint: bool = True,
     dtype: Optional[str] = None,
@@ -70,8 +70,9 @@ def download_from_hub(
     Args:
         repo_id: The Hugging Face repository, as `org/name` (e.g. `EleutherAI/pythia-14m`), or `list` to print
             the repo ids that have a registry config.
-        access_token: Hugging Face access token, needed for gated and private repos (default: the `HF_TOKEN`
-            environment variable, else the token saved by `hf auth login`).
+        access_token: Hugging Face access token, needed for gated and private repos. Default: the `HF_TOKEN`
+            environment variable, else the token saved by `hf auth login` (read when the command runs, so
+            it never shows in `--help`).
         tokenizer_only: Download only the tokenizer, `config.json` and `generation_config.json` (no weights,
             no conversion).
         convert_checkpoint: Convert the downloaded weights to `lit_model.pth` + `model_config.yaml`.
@@ -91,6 +92,7 @@ def download_from_hub(
 
     # ---- everything that can be checked without the network ----
     _validate_repo_id(repo_id)
+    access_token = access_token or os.getenv("HF_TOKEN") or None
     convert = convert_checkpoint and not tokenizer_only
     if convert:
         if dtype is not None:
@@ -317,7 +319,7 @@ def _translate_hub_errors(repo_id: str, access_token: Optional[str], known: list
     try:
         yield
     except GatedRepoError:
-        if access_token:
+        if access_token or _stored_token():
             raise PermissionError(
                 f"{repo_id} is a gated model and the access token has no access to it: accept the licence on "
                 f"{page} with the account that owns the token, then retry"
@@ -327,7 +329,7 @@ def _translate_hub_errors(repo_id: str, access_token: Optional[str], known: list
             "(a token from https://huggingface.co/settings/tokens)"
         ) from None
     except RepositoryNotFoundError:
-        auth = " (or it is private and the access token has no access)" if access_token else (
+        auth = " (or it is private and the access token has no access)" if access_token or _stored_token() else (
             " (if it is private, pass --access_token or set HF_TOKEN)"
         )
         raise ValueError(f"repository {repo_id} was not found on the Hugging Face Hub{auth}{_suggest(repo_id, known)}") from None
@@ -352,6 +354,16 @@ def _translate_hub_errors(repo_id: str, access_token: Optional[str], known: list
         if _is_network_error(err):
             raise ConnectionError(_unreachable(repo_id, destination, err)) from None
         raise
+
+
+def _stored_token() -> bool:
+    """Whether huggingface_hub has a token of its own (`hf auth login`)."""
+    try:
+        from huggingface_hub import get_token
+
+        return bool(get_token())
+    except Exception:
+        return False
 
 
 def _unreachable(repo_id: str, destination: Path, err: BaseException) -> str:
