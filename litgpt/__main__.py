@@ -78,7 +78,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     parser, fn = build_parser(verb)
     args = parser.parse_args(rest)
-    kwargs = parser.instantiate_classes(args).as_dict()
+    kwargs = parser.instantiate(args).as_dict()
     kwargs.pop("config", None)
     try:
         fn(**kwargs)

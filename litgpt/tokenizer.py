@@ -8,6 +8,8 @@ serving) is decoded with `IncrementalDecoder`, which gives exactly the text of a
 from __future__ import annotations
 
 import json
+import operator
+import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Union
 
@@ -161,6 +163,16 @@ class Tokenizer:
             return None
         return i
 
+    def _byte_run_ids(self, skip_special_tokens: bool) -> frozenset[int]:
+        """With a byte-fallback Hugging Face model: ids of the "<0xNN>" byte tokens, plus the special tokens when
+        those are skipped (a skipped token does not end a run of bytes). Empty otherwise."""
+        if self._hf is None or not getattr(self._hf.model, "byte_fallback", False):
+            return frozenset()
+        ids = {self._hf.token_to_id(f"<0x{b:02X}>") for b in range(256)} - {None}
+        if skip_special_tokens:
+            ids |= {i for i, added in self._hf.get_added_tokens_decoder().items() if added.special}
+        return frozenset(ids)
+
     def _check_id(self, i: int, what: str) -> None:
         if not 0 <= i < self.vocab_size:
             raise ValueError(f"{what} {i} is outside the vocabulary of {self._source} (size {self.vocab_size})")
@@ -295,9 +307,13 @@ class IncrementalDecoder:
         print(decoder.flush())
     """
 
-    # Give up waiting for a character to complete after this many tokens (UTF-8 needs at most 4 bytes):
-    # a model may emit bytes that never form a valid character, and holding them forever would grow the window.
-    max_pending = 8
+    # Give up waiting after this many pending tokens: a model may emit bytes that never form a valid
+    # character, and holding them forever would grow the window (valid UTF-8 never needs more than a few).
+    max_pending = 32
+    # Byte-fallback decoders (Llama 2 style "<0xE6>" tokens) decode a whole run of byte tokens at once, and
+    # turn every byte of an invalid run into "\ufffd"; holding a run until it ends (up to this many tokens)
+    # keeps even invalid runs identical to the full decode.
+    max_byte_run = 16
 
     def __init__(self, tokenizer: Tokenizer, skip_special_tokens: bool = True) -> None:
         """
@@ -307,6 +323,7 @@ class IncrementalDecoder:
         """
         self.tokenizer = tokenizer
         self.skip_special_tokens = skip_special_tokens
+        self._byte_ids = tokenizer._byte_run_ids(skip_special_tokens)
         self.reset()
 
     def reset(self) -> None:
@@ -328,27 +345,32 @@ class IncrementalDecoder:
         if len(ids) != 1:
             raise ValueError(f"add takes one token id at a time, got {len(ids)}")
         self._window.append(ids[0])
-        text = self._decode(self._window)
-        pending = len(self._window) - self._emitted
-        if text.endswith(_REPLACEMENT_CHAR) and pending < self.max_pending:
-            return ""
-        return self._emit(text)
+        return self._step(force=False)
 
     def flush(self) -> str:
         """Returns whatever is still held back (end of the sequence); the decoder is then empty."""
-        piece = self._emit(self._decode(self._window)) if len(self._window) > self._emitted else ""
+        piece = self._step(force=True) if len(self._window) > self._emitted else ""
         self.reset()
         return piece
 
-    def _emit(self, text: str) -> str:
-        if len(text) <= len(self._emitted_text) or not text.startswith(self._emitted_text):
-            # The new tokens add no text (e.g. a skipped special token), or, with an unusual decoder, they
-            # changed the context's text: keep them in the window and try again with the next token.
-            if len(self._window) - self._emitted < self.max_pending:
+    def _step(self, force: bool) -> str:
+        pending = len(self._window) - self._emitted
+        if not force and self._window[-1] in self._byte_ids and pending < self.max_byte_run:
+            return ""  # inside a run of byte-fallback tokens: wait for its end
+        text = self._decode(self._window)
+        force = force or pending >= self.max_pending
+        if not force and text.endswith(_REPLACEMENT_CHAR):
+            return ""  # the last token ends inside a multi-byte character: wait for the rest of it
+        if not (len(text) > len(self._emitted_text) and text.startswith(self._emitted_text)):
+            if text == self._emitted_text and force:
+                # Tokens that decode to nothing (skipped special tokens): forget them, keep the context.
+                del self._window[self._emitted :]
                 return ""
-        piece = text[len(self._emitted_text) :]
-        # Keep only the newly emitted tokens as context for the next step: enough for the leading space of
-        # the next word to survive (it is never the window's first token).
+            if not force:
+                return ""  # nothing new yet, or (unusual decoders) the context's text changed: wait
+        piece = text[len(os.path.commonprefix([text, self._emitted_text])) :]
+        # The tokens just emitted become the context for the next step: the next word's leading space is then
+        # never the window's first character, which SentencePiece-style decoders would strip.
         self._window = self._window[self._emitted :]
         self._emitted = len(self._window)
         self._emitted_text = self._decode(self._window)
@@ -356,26 +378,23 @@ class IncrementalDecoder:
 
 
 def _as_id_list(value: Union[torch.Tensor, Iterable[int], int]) -> list[int]:
+    """Token ids from a 0-d/1-d integer tensor, a single int or an iterable of ints (numpy ints included)."""
     if isinstance(value, torch.Tensor):
         if value.dim() > 1:
             raise ValueError(f"expected a 0-d or 1-d tensor of token ids, got shape {tuple(value.shape)}")
-        if value.is_floating_point() or value.is_complex():
+        if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
             raise ValueError(f"token ids must be integers, got a {value.dtype} tensor")
-        value = value.reshape(-1).tolist()
-    elif isinstance(value, int):
-        value = [value]
-    ids = list(value)
-    for i in ids:
-        if isinstance(i, bool) or not isinstance(i, int):
-            try:
-                import numpy as np
-
-                if isinstance(i, np.integer):
-                    continue
-            except ImportError:
-                pass
-            raise ValueError(f"token ids must be integers, got {i!r}")
-    return [int(i) for i in ids]
+        return value.reshape(-1).tolist()
+    items = [value] if not isinstance(value, Iterable) else list(value)
+    ids = []
+    for item in items:
+        if isinstance(item, bool):
+            raise ValueError(f"token ids must be integers, got {item!r}")
+        try:
+            ids.append(operator.index(item))
+        except TypeError:
+            raise ValueError(f"token ids must be integers, got {item!r}") from None
+    return ids
 
 
 def _load_hf(path: Path):

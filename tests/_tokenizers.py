@@ -152,7 +152,10 @@ def _configs(
 ) -> None:
     if not write_configs:
         return
-    tc: dict[str, Any] = {"bos_token": BOS, "eos_token": {"content": EOS, "special": True}}
+    # bos as a plain string, eos in the older AddedToken-dict form: real checkpoints use both.
+    eos_entry = {"__type": "AddedToken", "content": EOS, "lstrip": False, "normalized": False, "rstrip": False,
+                 "single_word": False, "special": True}
+    tc: dict[str, Any] = {"bos_token": BOS, "eos_token": eos_entry}
     if add_bos_token is not None:
         tc["add_bos_token"] = add_bos_token
     _merge(tc, tokenizer_config)

@@ -179,6 +179,12 @@ def _validate_repo_id(repo_id: str) -> None:
     if valid:
         return
     hint = " (use `litgpt download list` to see the supported ones)"
+    if repo_id and "/" not in repo_id:  # a bare model name: suggest the registry repos of that name
+        known = _registry_repo_ids()
+        names = difflib.get_close_matches(repo_id.lower(), [r.split("/")[-1].lower() for r in known], n=3, cutoff=0.7)
+        close = [r for name in names for r in known if r.split("/")[-1].lower() == name][:3]
+        if close:
+            hint = f"; did you mean {', '.join(close)}?"
     if repo_id and Path(repo_id).expanduser().exists():
         hint = f"; {repo_id} is a local path: convert a local Hugging Face folder with `litgpt convert_to_litgpt {repo_id}`"
     raise ValueError(f"invalid repo_id {repo_id!r}: expected a Hugging Face repository as 'org/name'{hint}")
