@@ -27,7 +27,7 @@ configs: list[dict] = []
 
 def _add(name: str, org: str, repo: Optional[str] = None, **fields: Any) -> dict:
     """Appends an entry named `name` whose Hugging Face repository is `org/repo` (default: `org/name`)."""
-    entry = dict(name=name, hf_config=dict(org=org, name=repo or name), **fields)
+    entry = dict(name=name, hf_config=dict(org=org, name=repo or name), **copy.deepcopy(fields))
     configs.append(entry)
     return entry
 
@@ -171,8 +171,8 @@ mistral = _add("Mistral-7B-v0.1", "mistralai", sliding_window_size=4096, rope_ba
 _variant(mistral, "Mistral-7B-Instruct-v0.1")
 mistral = _add("Mistral-7B-v0.2", "mistral-community", rope_base=1000000, **MISTRAL_7B)
 _variant(mistral, "Mistral-7B-Instruct-v0.2", org="mistralai")
-mistral = _add("Mistral-7B-v0.3", "mistralai", rope_base=1000000, **dict(MISTRAL_7B, vocab_size=32768,
-                                                                          padded_vocab_size=32768))
+MISTRAL_7B_V03 = dict(MISTRAL_7B, vocab_size=32768, padded_vocab_size=32768)  # larger vocabulary
+mistral = _add("Mistral-7B-v0.3", "mistralai", rope_base=1000000, **MISTRAL_7B_V03)
 _variant(mistral, "Mistral-7B-Instruct-v0.3")
 
 MIXTRAL = dict(LLAMA, mlp_class_name="LLaMAMoE", n_expert=8, n_expert_per_token=2, rope_base=1000000)

@@ -247,14 +247,16 @@ class Tokenizer:
         """The text of a sequence of token ids.
 
         Args:
-            tensor: a 0-d or 1-d tensor of ids, or a list of ints.
+            tensor: a 0-d or 1-d tensor of ids, or a list of ints. Ids past the vocabulary (the padding rows
+                a model's embedding matrix may have, which an untrained model can sample) decode to "".
             skip_special_tokens: leave special tokens (bos, eos, ...) out of the text. SentencePiece control
                 pieces always decode to "".
         """
         ids = _as_id_list(tensor)
-        if ids and (min(ids) < 0 or max(ids) >= self.vocab_size):
-            bad = next(i for i in ids if not 0 <= i < self.vocab_size)
-            raise ValueError(f"token id {bad} is outside the vocabulary of {self._source} (size {self.vocab_size})")
+        if ids and min(ids) < 0:
+            raise ValueError(f"token ids must not be negative, got {min(ids)}")
+        if ids and max(ids) >= self.vocab_size:
+            ids = [i for i in ids if i < self.vocab_size]
         if self._hf is not None:
             return self._hf.decode(ids, skip_special_tokens=skip_special_tokens)
         return self._sp.decode(ids)
@@ -295,10 +297,11 @@ class IncrementalDecoder:
 
     Decoding tokens one by one is wrong in two ways: SentencePiece-style decoders drop the "▁" space of a
     sequence's first token (so every word would lose its leading space), and byte-level tokens may end in the
-    middle of a multi-byte UTF-8 character. So each step decodes a short trailing window twice, with and
-    without the new tokens, and emits the difference; a window ending in an incomplete character is held
-    back until the character completes. The window is dropped up to the last emitted token, so the cost per
-    token stays constant however long the output grows.
+    middle of a multi-byte UTF-8 character. So each step decodes a short window: the tokens emitted last (as
+    context) followed by the tokens not emitted yet, and emits the text past the context's own text. A window
+    ending in an incomplete character (or, for byte-fallback tokenizers, inside a run of "<0xNN>" tokens) is
+    held back until the character completes. Older tokens leave the window, so the cost per token stays
+    constant however long the output grows.
 
     Example:
         decoder = tokenizer.incremental_decoder()

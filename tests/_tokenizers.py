@@ -91,7 +91,7 @@ def _byte_level_json(vocab_size: int, bos_in_post_processor: bool) -> str:
 @functools.lru_cache(maxsize=16)
 def _metaspace_json(vocab_size: int, bos_in_post_processor: bool) -> str:
     """A Llama-2-style tokenizer.json: BPE over '▁'-joined words with byte fallback and a stripping decoder."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     specials = [UNK, BOS, EOS, EOT]
     byte_tokens = [f"<0x{b:02X}>" for b in range(256)]
@@ -114,7 +114,8 @@ def _metaspace_json(vocab_size: int, bos_in_post_processor: bool) -> str:
             vocab[token] = len(vocab)
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in trained["merges"]]
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=UNK, byte_fallback=True, fuse_unk=True))
-    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    # The current (non-legacy) form of Llama / Mistral tokenizer.json files.
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
     tok.decoder = decoders.Sequence(
         [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
     )
@@ -205,9 +206,8 @@ def make_hf_tokenizer(
         raise ValueError(f"unknown tokenizer kind {kind!r}; expected 'byte_level' or 'metaspace'")
     (directory / "tokenizer.json").write_text(text, encoding="utf-8")
     vocab = json.loads(text)["model"]["vocab"]
-    _configs(
-        directory, vocab[BOS], vocab[EOS], add_bos_token, eos_token_id, tokenizer_config, generation_config, write_configs
-    )
+    _configs(directory, vocab[BOS], vocab[EOS], add_bos_token, eos_token_id, tokenizer_config, generation_config,
+             write_configs)
     return directory
 
 
