@@ -3,7 +3,8 @@
 Field names and meanings follow LitGPT 0.5.x's `model_config.yaml`, so checkpoints move both ways. A few
 behaviours LitGPT derives elsewhere are explicit fields here (`rmsnorm_add_unit_offset`, `norm_affine`,
 `learned_pos_embedding`, `tie_embeddings`); `save` writes them only when a LitGPT-style file could not
-recover them from the registry entry of the same name.
+recover them from the registry entry of the same name. Checkpoints always hold both `lm_head.weight` and
+`transformer.wte.weight`; a tied config whose checkpoint has two different matrices loads untied.
 """
 
 from __future__ import annotations
@@ -269,6 +270,10 @@ class Config:
         for key in _EXTRA_FIELDS:
             if data[key] == entry.get(key, defaults[key]):
                 del data[key]
+        if data.get("tie_embeddings") is False:
+            # LitGPT's behaviour: a tied-by-default family is untied at load time when the checkpoint's
+            # two matrices differ (see litgpt.utils.load_checkpoint), so False never needs writing
+            del data["tie_embeddings"]
         path = Path(checkpoint_dir) / "model_config.yaml"
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(yaml.safe_dump(data, sort_keys=True), encoding="utf-8")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import shutil
@@ -101,7 +102,20 @@ def load_checkpoint(model: torch.nn.Module, path: PathLike, strict: bool = True)
                 raise ValueError(
                     f"{path}: {key} has shape {tuple(value.shape)}, the model config expects {tuple(own[key].shape)}"
                 )
+    config = getattr(model, "config", None)
+    tied = config is not None and getattr(config, "tie_embeddings", False)
+    if tied and not _same_tensor_values(state.get("lm_head.weight"), state.get("transformer.wte.weight")):
+        # a checkpoint trained untied (as LitGPT always does) of a family that is tied by default
+        model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+        model.config = dataclasses.replace(config, tie_embeddings=False)
+        tied = False
     model.load_state_dict(state, strict=strict, assign=any(p.is_meta for p in model.parameters()))
+    if tied:  # assign=True replaces both parameters: share them again
+        model.lm_head.weight = model.transformer.wte.weight
+
+
+def _same_tensor_values(a: Optional[torch.Tensor], b: Optional[torch.Tensor]) -> bool:
+    return a is None or b is None or (a.shape == b.shape and torch.equal(a, b))
 
 
 def check_valid_checkpoint_dir(checkpoint_dir: PathLike, model_filename: str = "lit_model.pth") -> Path:

@@ -72,3 +72,23 @@ def test_reference_loads_our_checkpoints(tmp_path):
     script = Path(__file__).parent / "compat" / "reference_load.py"
     proc = subprocess.run([ref_python, str(script), *folders], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+
+
+def test_tied_family_stays_tied_when_matrices_match_and_unties_when_they_differ(tmp_path):
+    config = Config.from_checkpoint(FIXTURES / "llama3")  # Llama 3.2 is tied in the registry
+    assert config.tie_embeddings
+    state = torch.load(FIXTURES / "llama3" / "lit_model.pth", weights_only=True)
+    state["lm_head.weight"] = state["transformer.wte.weight"].clone()
+    torch.save(state, tmp_path / "lit_model.pth")
+    for device in ("cpu", "meta"):
+        with torch.device(device):
+            model = GPT(config)
+        load_checkpoint(model, tmp_path / "lit_model.pth")
+        assert model.lm_head.weight is model.transformer.wte.weight
+        assert torch.equal(model.lm_head.weight, state["transformer.wte.weight"])
+    # the fixture itself was trained untied by LitGPT: it loads untied, and saving keeps LitGPT's fields
+    model = GPT(config)
+    load_checkpoint(model, FIXTURES / "llama3" / "lit_model.pth")
+    assert model.lm_head.weight is not model.transformer.wte.weight and not model.config.tie_embeddings
+    model.config.save(tmp_path)
+    assert "tie_embeddings" not in (tmp_path / "model_config.yaml").read_text()
