@@ -72,7 +72,8 @@ class Config:
     """Positions are divided by this (linear position interpolation)."""
     rope_adjustments: Optional[dict] = None
     """RoPE frequency scaling: {'factor'} (linear), {'factor', 'low_freq_factor', 'high_freq_factor',
-    'original_max_seq_len'} (Llama 3), or {'rope_type': 'yarn', 'factor', 'original_max_seq_len', ...}."""
+    'original_max_seq_len'} (Llama 3), or {'rope_type': 'yarn', 'factor', 'original_max_seq_len'} with the
+    optional YaRN keys 'beta_fast' (32), 'beta_slow' (1), 'attention_factor' and 'truncate' (True)."""
     rope_interleave: bool = False
     intermediate_size: Optional[int] = None
     moe_intermediate_size: Optional[int] = None

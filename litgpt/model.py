@@ -507,8 +507,10 @@ def rope_inv_freq(config: Config, local: bool = False) -> tuple[torch.Tensor, fl
         def correction_dim(n_rot: float) -> float:
             return (n_elem * math.log(old_len / (n_rot * 2 * math.pi))) / (2 * math.log(base))
 
-        low = max(math.floor(correction_dim(beta_fast)), 0)
-        high = min(math.ceil(correction_dim(beta_slow)), n_elem - 1)
+        low, high = correction_dim(beta_fast), correction_dim(beta_slow)
+        if adj.get("truncate", True):  # round the ramp's ends to whole dimensions (YaRN's default)
+            low, high = math.floor(low), math.ceil(high)
+        low, high = max(low, 0), min(high, n_elem - 1)
         if low == high:
             high += 0.001
         ramp = ((torch.arange(n_elem // 2, dtype=torch.float64) - low) / (high - low)).clamp(0, 1)

@@ -109,8 +109,11 @@ def resolve_config(checkpoint_dir: Path, model_name: Optional[str]) -> tuple[Con
         config, family, hf = config_from_hf(hf_config, name=name)
         return config, family, hf
     if hf_config is not None and "model_type" in hf_config:
-        family, hf = text_config(hf_config)
-        return config, family, hf
+        try:  # the weights are named as config.json's architecture names them
+            family, hf = text_config(hf_config)
+            return config, family, hf
+        except ValueError:
+            pass  # an architecture we do not know by name: assume the one the Config maps to
     family, hf = family_for_config(config)
     return config, family, hf
 
@@ -133,7 +136,8 @@ def find_weight_files(checkpoint_dir: Path) -> list[Path]:
     for single in ("model.safetensors", "pytorch_model.bin"):
         if (checkpoint_dir / single).is_file():
             return [checkpoint_dir / single]
-    shards = sorted(checkpoint_dir.glob("model-*-of-*.safetensors")) or sorted(checkpoint_dir.glob("pytorch_model-*-of-*.bin"))
+    shards = sorted(checkpoint_dir.glob("model-*-of-*.safetensors"))
+    shards = shards or sorted(checkpoint_dir.glob("pytorch_model-*-of-*.bin"))
     if shards:
         return shards
     raise FileNotFoundError(
@@ -239,7 +243,8 @@ def _convert_weights(
         for name, value in zip(rule.lit, results):
             if name in out:
                 raise ValueError(
-                    f"{path.name}: {raw_key!r} and {source[name]!r} both hold {name!r} (two layouts of the same weights)"
+                    f"{path.name}: {raw_key!r} and {source[name]!r} both hold {name!r} "
+                    "(two layouts of the same weights)"
                 )
             if dtype is not None and value.is_floating_point():
                 value = value.to(dtype)
@@ -252,7 +257,14 @@ def _convert_weights(
         missing = [k for i, k in enumerate(rule.hf) if i not in have]
         raise ValueError(f"the checkpoint lacks {missing[0]!r} (needed together with {rule.hf[min(have)]!r})")
     if config.tie_embeddings and "transformer.wte.weight" in out:
-        out["lm_head.weight"] = out["transformer.wte.weight"]
+        head, embedding = out.get("lm_head.weight"), out["transformer.wte.weight"]
+        if head is not None and not torch.equal(head, embedding):
+            print(
+                f"Note: config {config.name!r} ties the LM head to the token embedding; the checkpoint's own "
+                "lm_head.weight differs and is replaced by the embedding",
+                file=sys.stderr,
+            )
+        out["lm_head.weight"] = embedding
     missing = [name for name in shapes if name not in out]
     if missing:
         hf_names = [r.hf[0] for r in rules if r.canonical and missing[0] in r.lit]

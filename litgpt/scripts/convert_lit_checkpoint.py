@@ -8,6 +8,7 @@ the weights are written in that family's canonical Hub layout.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -51,9 +52,17 @@ def convert_lit_checkpoint(
     check_valid_checkpoint_dir(checkpoint_dir)
     limit = parse_size(max_shard_size)
     config = Config.from_file(checkpoint_dir / "model_config.yaml")
+    state = load_state_dict(checkpoint_dir / "lit_model.pth")
+    if (
+        config.tie_embeddings
+        and "lm_head.weight" in state
+        and "transformer.wte.weight" in state
+        and not torch.equal(state["lm_head.weight"], state["transformer.wte.weight"])
+    ):  # e.g. trained by a tool that does not tie them: keep both matrices rather than drop the head
+        print("lm_head.weight differs from the token embedding: exporting untied", file=sys.stderr)
+        config = dataclasses.replace(config, tie_embeddings=False)
     family, hf_config = family_for_config(config)
     shapes = lit_shapes(config)
-    state = load_state_dict(checkpoint_dir / "lit_model.pth")
     _check_state(state, shapes, checkpoint_dir / "lit_model.pth", tied=config.tie_embeddings)
 
     rules = [r for r in weight_rules(family.weight_layout(config, hf_config), config, list(shapes)) if r.canonical]
@@ -100,10 +109,14 @@ def _check_state(state: dict, shapes: dict, path: Path, tied: bool) -> None:
         raise ValueError(f"{path} lacks {len(missing)} tensor(s) the model config needs, e.g. {missing[0]!r}")
     unexpected = [k for k in state if k not in shapes]
     if unexpected:
-        raise ValueError(f"{path} holds {len(unexpected)} tensor(s) the model config does not have, e.g. {unexpected[0]!r}")
+        raise ValueError(
+            f"{path} holds {len(unexpected)} tensor(s) the model config does not have, e.g. {unexpected[0]!r}"
+        )
     for key, shape in shapes.items():
         if key in state and tuple(state[key].shape) != tuple(shape):
-            raise ValueError(f"{path}: {key} has shape {tuple(state[key].shape)}, the model config expects {tuple(shape)}")
+            raise ValueError(
+                f"{path}: {key} has shape {tuple(state[key].shape)}, the model config expects {tuple(shape)}"
+            )
 
 
 def _nbytes(state: dict, rule: Rule) -> int:
@@ -150,7 +163,7 @@ def _write_weights(shards: list[list[Rule]], state: dict, out_dir: Path) -> None
 
 def _extra_config_fields(checkpoint_dir: Path, state: dict) -> dict:
     """dtype and special token ids for config.json (token ids from an original config.json or the
-    generation config, when the checkpoint folder has one)."""
+    generation config, when the checkpoint folder has one; null otherwise)."""
     dtype = state["transformer.wte.weight"].dtype
     extra: dict = {"torch_dtype": str(dtype).removeprefix("torch."), "use_cache": True}
     sources: list[Optional[dict]] = []
@@ -172,6 +185,8 @@ def _extra_config_fields(checkpoint_dir: Path, state: dict) -> dict:
         for key in _TOKEN_ID_KEYS:
             if key not in extra and source.get(key) is not None:
                 extra[key] = source[key]
+    for key in _TOKEN_ID_KEYS:  # unknown: null rather than a family default that may not fit the vocabulary
+        extra.setdefault(key, None)
     return extra
 
 

@@ -41,9 +41,6 @@ class HFConfig:
         self.data = data
         self.family = family
 
-    def has(self, key: str) -> bool:
-        return key in self.data
-
     def get(self, key: str, default: Any = _MISSING) -> Any:
         if key in self.data:
             return self.data[key]
@@ -159,7 +156,8 @@ def _effective_rope(cfg: Config) -> tuple[int, Optional[dict]]:
     """(condense ratio, adjustments) with linear position interpolation folded into one linear factor."""
     adj = dict(cfg.rope_adjustments) if cfg.rope_adjustments else None
     ratio = cfg.rope_condense_ratio
-    if ratio != 1 and (adj is None or adj.get("rope_type", "linear" if "low_freq_factor" not in adj else "llama3") == "linear"):
+    linear = adj is None or adj.get("rope_type", "llama3" if "low_freq_factor" in adj else "linear") == "linear"
+    if ratio != 1 and linear:
         factor = ratio * float(adj["factor"]) if adj else float(ratio)
         return 1, {"rope_type": "linear", "factor": factor}
     return ratio, adj
@@ -251,8 +249,9 @@ def architecture_signature(cfg: Config) -> dict:
     if cfg.rope_n_elem > 0:
         ratio, adj = _effective_rope(cfg)
         local = tuple(cfg.uses_local_rope(i) for i in range(cfg.n_layer))
-        sig.update(rope_base=float(cfg.rope_base), rope_condense_ratio=ratio, rope_adjustments=_canonical_adjustments(adj),
-                   rope_local=local, rope_local_base=float(cfg.rope_local_base_freq) if any(local) else None)
+        sig.update(rope_base=float(cfg.rope_base), rope_condense_ratio=ratio,
+                   rope_adjustments=_canonical_adjustments(adj), rope_local=local,
+                   rope_local_base=float(cfg.rope_local_base_freq) if any(local) else None)
     if cfg.learned_pos_embedding:
         sig["block_size"] = cfg.block_size
     if cfg.mlp_class_name in ("GptNeoxMLP", "GemmaMLP"):
@@ -338,7 +337,8 @@ def _concat_to_grouped(groups: int, per_group: int, hs: int):
         (t,) = ts
         rest = t.shape[1:]
         q, k, v = t.split((groups * per_group * hs, groups * hs, groups * hs), dim=0)
-        parts = (q.reshape(groups, per_group, hs, *rest), k.reshape(groups, 1, hs, *rest), v.reshape(groups, 1, hs, *rest))
+        parts = (q.reshape(groups, per_group, hs, *rest), k.reshape(groups, 1, hs, *rest),
+                 v.reshape(groups, 1, hs, *rest))
         return [torch.cat(parts, dim=1).reshape(groups * (per_group + 2) * hs, *rest)]
 
     return convert
@@ -383,8 +383,8 @@ def weight_rules(layout: WeightLayout, cfg: Config, lit_keys: list[str]) -> list
                 rules.append(Rule((f"{pre}{layout.qkv}.{param}",), (key,), _grouped_to_concat(g, per, hs),
                                   _concat_to_grouped(g, per, hs)))
             else:
-                to_lit, to_hf = (_transpose, _transpose) if ("attn.qkv" in layout.transposed and param == "weight") else (_identity, _identity)
-                rules.append(Rule((f"{pre}{layout.qkv}.{param}",), (key,), to_lit, to_hf))
+                fn = _transpose if ("attn.qkv" in layout.transposed and param == "weight") else _identity
+                rules.append(Rule((f"{pre}{layout.qkv}.{param}",), (key,), fn, fn))
         elif layout.gate_up and module in ("mlp.fc_1", "mlp.fc_2"):
             pair = (f"{lpre}mlp.fc_1.{param}", f"{lpre}mlp.fc_2.{param}")
             done.update(pair)
@@ -413,7 +413,7 @@ def _fused_expert_rules(layout: WeightLayout, cfg: Config) -> list[Rule]:
     rules = []
     for i in range(cfg.n_layer):
         pre, lpre = layout.layer_prefix.format(i=i), f"transformer.h.{i}.mlp.experts"
-        gate_up = tuple(f"{lpre}.{j}.fc_1.weight" for j in range(E)) + tuple(f"{lpre}.{j}.fc_2.weight" for j in range(E))
+        gate_up = tuple(f"{lpre}.{j}.{m}.weight" for m in ("fc_1", "fc_2") for j in range(E))
         down = tuple(f"{lpre}.{j}.proj.weight" for j in range(E))
 
         def split_gate_up(ts, E=E, size=size):
@@ -431,8 +431,10 @@ def _fused_expert_rules(layout: WeightLayout, cfg: Config) -> list[Rule]:
                 raise ValueError(f"has shape {tuple(t.shape)}, expected {E} experts stacked")
             return [t[j] for j in range(E)]
 
-        rules.append(Rule((f"{pre}{layout.experts}.gate_up_proj",), gate_up, split_gate_up, stack_gate_up, canonical=False))
-        rules.append(Rule((f"{pre}{layout.experts}.down_proj",), down, unstack, lambda ts: [torch.stack(ts)], canonical=False))
+        rules.append(Rule((f"{pre}{layout.experts}.gate_up_proj",), gate_up, split_gate_up, stack_gate_up,
+                          canonical=False))
+        rules.append(Rule((f"{pre}{layout.experts}.down_proj",), down, unstack, lambda ts: [torch.stack(ts)],
+                          canonical=False))
     return rules
 
 
@@ -914,6 +916,11 @@ class Gemma3Family(Gemma2Family):
         self._gemma2_to_hf(cfg, out)
         _rope_to_hf(cfg, out)
         out["rope_local_base_freq"] = _theta(cfg.rope_local_base_freq)
+        pattern = _sliding_pattern(cfg)
+        for period in range(1, cfg.n_layer + 2):  # transformers < 4.53 knows only this periodic pattern
+            if pattern == [bool((i + 1) % period) for i in range(cfg.n_layer)]:
+                out["sliding_window_pattern"] = period
+                break
         return out
 
 
@@ -1062,7 +1069,8 @@ class PhiFamily(Family):
 
     def weight_layout(self, cfg: Config, hf: dict) -> WeightLayout:
         return _llama_layout(
-            top={"transformer.wte": "model.embed_tokens", "transformer.ln_f": "model.final_layernorm", "lm_head": "lm_head"},
+            top={"transformer.wte": "model.embed_tokens", "transformer.ln_f": "model.final_layernorm",
+                 "lm_head": "lm_head"},
             layer={"attn.proj": "self_attn.dense", "attn.norm_q": "self_attn.q_layernorm",
                    "attn.norm_k": "self_attn.k_layernorm", "mlp.fc": "mlp.fc1", "mlp.proj": "mlp.fc2"},
         )
@@ -1281,7 +1289,9 @@ def config_from_hf(hf: dict, name: str = "") -> tuple[Config, Family, dict]:
         kwargs["name"] = name
         config = Config(**kwargs)
     except Unrepresentable as err:
-        raise ValueError(f"config.json of model_type {family.model_type!r} uses an unsupported feature: {err}") from None
+        raise ValueError(
+            f"config.json of model_type {family.model_type!r} uses an unsupported feature: {err}"
+        ) from None
     except (TypeError, ValueError) as err:
         raise ValueError(f"config.json of model_type {family.model_type!r}: {err}") from None
     return config, family, data
