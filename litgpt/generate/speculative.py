@@ -1,0 +1,167 @@
+"""Speculative decoding: a small draft model proposes `k` tokens, the target model checks them in one forward.
+
+Greedy decoding gives exactly the target model's own output; with sampling, speculative sampling
+(Leviathan et al., 2023; Chen et al., 2023) keeps the target's output distribution. Both models must share
+the tokenizer. Batch size 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+
+from litgpt.generate.base import check_sampling_args, sample
+from litgpt.model import GPT
+
+
+@dataclass
+class SpeculativeStats:
+    """Counters of one speculative run."""
+
+    proposed: int = 0
+    """Draft tokens proposed to the target."""
+    accepted: int = 0
+    """Draft tokens the target accepted."""
+    target_calls: int = 0
+    """Forward passes of the target model (prefill included)."""
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Accepted / proposed draft tokens (0 when nothing was proposed)."""
+        return self.accepted / self.proposed if self.proposed else 0.0
+
+
+def _probs(logits: torch.Tensor, temperature: float, top_k: Optional[int], top_p: float) -> torch.Tensor:
+    """The sampling distribution `sample` draws from, as probabilities (..., V), float32."""
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, sorted_idx = torch.sort(probs, dim=-1, descending=True)
+        drop = sorted_probs.cumsum(dim=-1) - sorted_probs > top_p
+        probs = torch.zeros_like(probs).scatter_(-1, sorted_idx, sorted_probs.masked_fill(drop, 0.0))
+        probs = probs / probs.sum(dim=-1, keepdim=True)
+    return probs
+
+
+@torch.inference_mode()
+def speculative_generate(
+    target: GPT,
+    draft: GPT,
+    prompt: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    speculative_k: int = 4,
+    temperature: float = 0.0,
+    top_k: Optional[int] = None,
+    top_p: float = 1.0,
+    stop_tokens: Sequence[Sequence[int]] = (),
+    generator: Optional[torch.Generator] = None,
+) -> tuple[torch.Tensor, SpeculativeStats]:
+    """Generates up to `max_new_tokens` after the 1-D `prompt`. Returns (new token ids, stats).
+
+    Each round the draft proposes `speculative_k` tokens one by one; the target scores all of them in one
+    forward and keeps the longest accepted prefix plus one token of its own, so every round yields between
+    1 and `speculative_k + 1` tokens. Stops early on any of `stop_tokens` (sequences of ids).
+    """
+    check_sampling_args(temperature, top_k, top_p, max_new_tokens)
+    if speculative_k < 1:
+        raise ValueError(f"speculative_k must be >= 1, got {speculative_k}")
+    if prompt.dim() != 1 or prompt.numel() == 0:
+        raise ValueError("prompt must be a non-empty 1-D tensor of token ids")
+    if draft.config.padded_vocab_size != target.config.padded_vocab_size:
+        raise ValueError(
+            f"the draft model's vocabulary ({draft.config.padded_vocab_size}) differs from the target's "
+            f"({target.config.padded_vocab_size}): both must use the same tokenizer"
+        )
+    T = prompt.numel()
+    context = min(target.max_seq_length, draft.max_seq_length)
+    if T >= context:
+        raise ValueError(f"the prompt has {T} tokens, the context holds {context}")
+    max_new_tokens = min(max_new_tokens, context - T)
+    cache_len = min(context, T + max_new_tokens + speculative_k + 1)
+    device = prompt.device
+    for model in (target, draft):
+        model.set_kv_cache(batch_size=1, max_seq_length=cache_len)
+    greedy = temperature == 0.0 or top_k == 1
+    stats = SpeculativeStats(target_calls=1)
+    stops = [list(s) for s in stop_tokens if len(s)]
+
+    idx = prompt.to(device=device, dtype=torch.long).unsqueeze(0)  # (1, T)
+    positions = torch.arange(T, device=device)
+    target_logits = target(idx, input_pos=positions)[:, -1]  # (1, V)
+    draft(idx, input_pos=positions)
+    first = sample(target_logits, temperature, top_k, top_p, generator)  # (1,)
+    out: list[int] = [int(first)]
+    # tokens the draft has not seen yet (they sit at positions draft_pos, draft_pos + 1, ...)
+    draft_pending = [int(first)]
+    draft_pos = T
+    pos = T  # position of the last accepted token, not yet fed to the target
+    last = int(first)
+
+    def finished() -> bool:
+        return len(out) >= max_new_tokens or any(out[-len(s):] == s for s in stops)
+
+    while not finished():
+        k = min(speculative_k, max_new_tokens - len(out), cache_len - pos - 1)
+        if k < 1:
+            break
+        # 1) the draft proposes k tokens
+        proposals, draft_probs = [], []
+        feed = torch.tensor([draft_pending], device=device)
+        for _ in range(k):
+            n = feed.size(1)
+            logits = draft(feed, input_pos=torch.arange(draft_pos, draft_pos + n, device=device))[:, -1]
+            draft_pos += n
+            if greedy:
+                token = logits.argmax(dim=-1)
+            else:
+                q = _probs(logits, temperature, top_k, top_p)
+                token = torch.multinomial(q, 1, generator=generator).squeeze(-1)
+                draft_probs.append(q[0])
+            proposals.append(int(token))
+            feed = token.view(1, 1)
+        # 2) the target scores [last, d_1 .. d_k] in one forward: k + 1 next-token distributions
+        block = torch.tensor([[last, *proposals]], device=device)
+        logits = target(block, input_pos=torch.arange(pos, pos + k + 1, device=device))[0]  # (k + 1, V)
+        stats.target_calls += 1
+        stats.proposed += k
+        # 3) accept the longest agreeing prefix, then one token from the target
+        n_ok = 0
+        if greedy:
+            choice = logits.argmax(dim=-1).tolist()
+            while n_ok < k and proposals[n_ok] == choice[n_ok]:
+                n_ok += 1
+            extra = choice[n_ok]
+        else:
+            p = _probs(logits, temperature, top_k, top_p)  # (k + 1, V)
+            extra = None
+            for i, d in enumerate(proposals):
+                ratio = (p[i, d] / draft_probs[i][d].clamp_min(1e-20)).clamp(max=1.0)
+                if torch.rand((), generator=generator, device=p.device) <= ratio:
+                    n_ok += 1
+                    continue
+                residual = (p[i] - draft_probs[i]).clamp_min(0.0)
+                residual = residual / residual.sum() if residual.sum() > 0 else p[i]
+                extra = int(torch.multinomial(residual, 1, generator=generator))
+                break
+            if extra is None:
+                extra = int(torch.multinomial(p[k], 1, generator=generator))
+        stats.accepted += n_ok
+        new = proposals[:n_ok] + [extra]
+        for token in new:  # respect max_new_tokens and stop sequences inside the round
+            out.append(token)
+            if finished():
+                break
+        # the draft has seen last, d_1 .. d_{k-1}; what it still needs before the next round:
+        draft_pos = pos + 1 + min(n_ok, k - 1)
+        draft_pending = proposals[k - 1 :] + [extra] if n_ok == k else [extra]
+        pos += n_ok + 1
+        last = extra
+    for model in (target, draft):
+        model.clear_kv_cache()
+    return torch.tensor(out[:max_new_tokens], dtype=torch.long), stats

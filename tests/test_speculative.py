@@ -1,0 +1,64 @@
+"""Speculative decoding: greedy output equals the target alone; acceptance counted right."""
+
+import pytest
+import torch
+
+from litgpt import GPT, Config
+from litgpt.generate.speculative import speculative_generate
+
+
+def tiny(seed, n_layer=2, **kw):
+    torch.manual_seed(seed)
+    config = Config(name=f"tiny-{seed}", n_layer=n_layer, n_embd=32, n_head=4, n_query_groups=2, vocab_size=48,
+                    padded_vocab_size=48, block_size=128, rotary_percentage=1.0, parallel_residual=False,
+                    norm_class_name="RMSNorm", mlp_class_name="LLaMAMLP", intermediate_size=48, bias=False, **kw)
+    return GPT(config).eval()
+
+
+def greedy_alone(model, prompt, n):
+    ids = prompt.tolist()
+    with torch.no_grad():
+        for _ in range(n):
+            ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
+    return ids[len(prompt):]
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_greedy_equals_target_alone_with_a_different_draft(k):
+    target, draft = tiny(0, n_layer=3), tiny(1)
+    prompt = torch.randint(0, 48, (7,))
+    out, stats = speculative_generate(target, draft, prompt, 20, speculative_k=k, temperature=0)
+    assert out.tolist() == greedy_alone(target, prompt, 20)
+    assert 0 <= stats.accepted <= stats.proposed
+    assert stats.target_calls < 1 + 20 or stats.acceptance_rate == 0  # never more calls than plain decoding
+
+
+def test_draft_equal_to_target_accepts_everything_and_saves_target_calls():
+    target = tiny(0, n_layer=3)
+    prompt = torch.randint(0, 48, (5,))
+    out, stats = speculative_generate(target, target, prompt, 21, speculative_k=4, temperature=0)
+    assert out.tolist() == greedy_alone(target, prompt, 21)
+    assert stats.acceptance_rate == 1.0
+    assert stats.target_calls == 1 + 4  # prefill + 4 rounds of 5 tokens
+
+
+def test_sampling_with_identical_draft_accepts_every_proposal():
+    target = tiny(0)
+    g = torch.Generator().manual_seed(0)
+    out, stats = speculative_generate(target, target, torch.randint(0, 48, (4,)), 16, speculative_k=3,
+                                      temperature=1.0, top_p=0.9, generator=g)
+    assert len(out) == 16 and stats.acceptance_rate == 1.0
+
+
+def test_stops_on_a_stop_sequence_and_checks_inputs():
+    target, draft = tiny(0), tiny(1)
+    prompt = torch.randint(0, 48, (6,))
+    full = greedy_alone(target, prompt, 12)
+    out, _ = speculative_generate(target, draft, prompt, 12, speculative_k=4, temperature=0, stop_tokens=[[full[5]]])
+    assert out.tolist() == full[: full.index(full[5]) + 1]
+    with pytest.raises(ValueError, match="speculative_k must be >= 1"):
+        speculative_generate(target, draft, prompt, 4, speculative_k=0)
+    torch.manual_seed(2)
+    other = GPT(Config(name="o", n_layer=1, n_embd=32, n_head=4, vocab_size=64, padded_vocab_size=64, block_size=64))
+    with pytest.raises(ValueError, match="same tokenizer"):
+        speculative_generate(target, other, prompt, 4)
