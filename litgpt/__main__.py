@@ -26,6 +26,26 @@ VERBS: dict[str, tuple[str, str, str]] = {
         "litgpt.scripts.convert_lit_checkpoint", "convert_lit_checkpoint",
         "Export a litgpt checkpoint as a folder that transformers loads (config.json + safetensors).",
     ),
+    "generate": (
+        "litgpt.generate.cli", "main",
+        "Generate text from a prompt with a checkpoint (streamed; time and tokens/s on stderr).",
+    ),
+    "chat": (
+        "litgpt.chat.base", "main",
+        "Chat with a checkpoint interactively; the conversation is remembered (/reset, /quit).",
+    ),
+    "generate_speculatively": (
+        "litgpt.generate.speculative", "main",
+        "Generate with a draft model proposing tokens for the target (greedy output equals the target's).",
+    ),
+    "pretrain": (
+        "litgpt.pretrain", "pretrain",
+        "Pretrain a model from random weights (or continue pretraining a checkpoint) on a text corpus.",
+    ),
+    "finetune_full": (
+        "litgpt.finetune.full", "finetune_full",
+        "Finetune every weight of a checkpoint on instruction data.",
+    ),
 }
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError,
@@ -76,6 +96,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         print(f"litgpt: error: unknown verb {verb!r}.{hint} Run `litgpt --help` for the list.", file=sys.stderr)
         return 2
+    import warnings
+
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"{category.__name__}: {message}\n"
     parser, fn = build_parser(verb)
     args = parser.parse_args(rest)
     kwargs = parser.instantiate(args).as_dict()

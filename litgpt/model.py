@@ -89,6 +89,7 @@ class GPT(nn.Module):
         input_pos: Optional[torch.Tensor] = None,
         key_padding_mask: Optional[torch.Tensor] = None,
         lm_head_chunk_size: int = 0,
+        logits_at: Optional[torch.Tensor] = None,
     ) -> torch.Tensor | list[torch.Tensor]:
         """Runs the model.
 
@@ -101,6 +102,8 @@ class GPT(nn.Module):
             key_padding_mask: optional (B, S) bool, False where a cache slot holds padding that no query
                 may attend to (batched generation of prompts of different lengths).
             lm_head_chunk_size: if > 0, returns the logits as a list of chunks along T (saves memory).
+            logits_at: optional (B,) index into T per row: only those positions go through the final norm
+                and the LM head, and the logits are (B, 1, padded_vocab_size) (prefill of long prompts).
 
         Returns:
             logits (B, T, padded_vocab_size), or a list of chunks of it.
@@ -131,6 +134,8 @@ class GPT(nn.Module):
                 x = block(x, cos_l, sin_l, layer_mask, input_pos)
             else:
                 x = block(x, cos, sin, layer_mask, input_pos)
+        if logits_at is not None:
+            x = x[torch.arange(B, device=x.device), logits_at].unsqueeze(1)  # (B, 1, C)
         x = self.transformer.ln_f(x)
         if lm_head_chunk_size > 0:
             return [self._head(chunk) for chunk in x.split(lm_head_chunk_size, dim=1)]

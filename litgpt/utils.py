@@ -16,16 +16,22 @@ import torch
 
 PathLike = Union[str, Path]
 
-# Files a checkpoint folder may hold besides the weights: copied along by conversion and training.
+# The tokenizer proper (the first two are the tokenizer models themselves).
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer.model",
     "tokenizer_config.json",
     "special_tokens_map.json",
-    "generation_config.json",
     "vocab.json",
     "merges.txt",
     "added_tokens.json",
+)
+# Everything a checkpoint folder may hold besides the weights and the config: copied along by conversion,
+# export and training.
+CHECKPOINT_SIDE_FILES = TOKENIZER_FILES + (
+    "generation_config.json",
+    "chat_template.jinja",
+    "chat_template.json",
     "prompt_style.yaml",
 )
 
@@ -133,11 +139,11 @@ def check_valid_checkpoint_dir(checkpoint_dir: PathLike, model_filename: str = "
 
 
 def copy_config_files(source_dir: PathLike, out_dir: PathLike) -> list[Path]:
-    """Copies the tokenizer and generation files that exist in `source_dir` into `out_dir`."""
+    """Copies the tokenizer, generation and chat-template files that exist in `source_dir` into `out_dir`."""
     source_dir, out_dir = Path(source_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     copied = []
-    for name in TOKENIZER_FILES:
+    for name in CHECKPOINT_SIDE_FILES:
         src = source_dir / name
         if src.is_file() and src.resolve() != (out_dir / name).resolve():
             shutil.copy2(src, out_dir / name)

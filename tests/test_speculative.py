@@ -62,3 +62,18 @@ def test_stops_on_a_stop_sequence_and_checks_inputs():
     other = GPT(Config(name="o", n_layer=1, n_embd=32, n_head=4, vocab_size=64, padded_vocab_size=64, block_size=64))
     with pytest.raises(ValueError, match="same tokenizer"):
         speculative_generate(target, other, prompt, 4)
+
+
+def test_generate_speculatively_verb_matches_generate(tmp_path, capsys):
+    from litgpt.__main__ import main
+    from tests._gen_helpers import make_checkpoint, tiny_config
+
+    target_dir = make_checkpoint(tmp_path / "target", tiny_config(n_layer=3), seed=0)
+    draft_dir = make_checkpoint(tmp_path / "draft", tiny_config(), seed=1)
+    args = ["--prompt", "Hello there", "--max_new_tokens", "12", "--precision", "32-true"]
+    assert main(["generate", str(target_dir), *args, "--temperature", "0"]) == 0
+    plain = capsys.readouterr().out
+    assert main(["generate_speculatively", str(target_dir), str(draft_dir), *args, "--speculative_k", "3"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == plain
+    assert "acceptance rate" in captured.err and "tokens/sec" in captured.err

@@ -1,0 +1,1 @@
+"""Generation: the engine (`litgpt.generate.base`) and the `litgpt generate` verb (`litgpt.generate.cli`)."""

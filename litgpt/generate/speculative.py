@@ -8,6 +8,7 @@ the tokenizer. Batch size 1.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
@@ -165,3 +166,72 @@ def speculative_generate(
     for model in (target, draft):
         model.clear_kv_cache()
     return torch.tensor(out[:max_new_tokens], dtype=torch.long), stats
+
+
+def main(
+    checkpoint_dir: Path,
+    draft_model_dir: Path,
+    prompt: str = "What food do llamas eat?",
+    *,
+    sys_prompt: Optional[str] = None,
+    speculative_k: int = 4,
+    max_new_tokens: int = 50,
+    top_k: Optional[int] = None,
+    top_p: float = 1.0,
+    temperature: float = 0.0,
+    precision: Optional[str] = None,
+    seed: int = 1234,
+) -> None:
+    """Generate with speculative decoding: a small draft model proposes tokens, the target checks them.
+
+    Greedy decoding (temperature 0, the default) gives exactly the target model's own output. The text goes
+    to stdout; a line with time, tokens/s and the draft's acceptance rate to stderr.
+
+    Args:
+        checkpoint_dir: The target model's checkpoint folder (its tokenizer and prompt style are used).
+        draft_model_dir: The draft model's checkpoint folder; it must share the target's tokenizer.
+        prompt: The prompt.
+        sys_prompt: A system prompt (default: the prompt style's, if it has one).
+        speculative_k: Tokens the draft proposes per round (>= 1).
+        max_new_tokens: At most this many new tokens (clipped to the context).
+        top_k: Sample among the k most likely tokens only.
+        top_p: Sample among the most likely tokens whose probability mass reaches top_p, in (0, 1].
+        temperature: Sampling temperature; 0 is greedy decoding.
+        precision: 32-true, bf16-true or 16-true (default as for `litgpt generate`).
+        seed: Random seed for sampling.
+    """
+    import sys
+    import time
+
+    from litgpt.api import LLM, check_precision
+    from litgpt.utils import check_valid_checkpoint_dir
+
+    check_precision(precision)
+    check_sampling_args(temperature, top_k, top_p, max_new_tokens)
+    if speculative_k < 1:
+        raise ValueError(f"speculative_k must be >= 1, got {speculative_k}")
+    check_valid_checkpoint_dir(checkpoint_dir)
+    check_valid_checkpoint_dir(draft_model_dir)
+    target = LLM.load(str(checkpoint_dir), distribute=None)
+    target.distribute(precision=precision)
+    draft = LLM.load(str(draft_model_dir), distribute=None)
+    draft.distribute(precision=target.precision)
+    tokenizer = target.tokenizer
+    text = target.prompt_style.apply(prompt, sys_prompt=sys_prompt)
+    ids = tokenizer.encode(text, device=target.device)
+    stops = [list(s) for s in target.prompt_style.stop_tokens(tokenizer)] + [[t] for t in tokenizer.stop_tokens]
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    out, stats = speculative_generate(
+        target.model, draft.model, ids, max_new_tokens, speculative_k=speculative_k, temperature=temperature,
+        top_k=top_k, top_p=top_p, stop_tokens=stops,
+    )
+    seconds = time.perf_counter() - t0
+    sys.stdout.write(tokenizer.decode(out) + "\n")
+    sys.stdout.flush()
+    print(
+        f"Time for inference: {seconds:.02f} sec total, {len(out) / seconds:.02f} tokens/sec ({len(out)} tokens); "
+        f"acceptance rate {stats.acceptance_rate:.1%} ({stats.accepted}/{stats.proposed} draft tokens), "
+        f"{stats.target_calls} target forward passes",
+        file=sys.stderr,
+    )

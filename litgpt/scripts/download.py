@@ -29,17 +29,11 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-# Files every download takes when the repo has them (besides the weights).
+from litgpt.utils import TOKENIZER_FILES
+
+# Files every download takes when the repo has them (besides the weights and TOKENIZER_FILES).
 CONFIG_FILES = ("config.json", "generation_config.json")
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer.model",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.json",
-    "merges.txt",
-    "added_tokens.json",
-)
+CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 BIN_INDEX = "pytorch_model.bin.index.json"
 # `.bin` files at the top of a repo that are training leftovers, never model weights.
@@ -199,7 +193,7 @@ def plan_files(repo_files: list[str], tokenizer_only: bool, repo_id: str = "the 
     """
     top = [f for f in repo_files if "/" not in f]
     tokenizer = [f for f in TOKENIZER_FILES if f in top]
-    small = [f for f in CONFIG_FILES if f in top] + tokenizer
+    small = [f for f in CONFIG_FILES + CHAT_TEMPLATE_FILES if f in top] + tokenizer
     if tokenizer_only:
         if not tokenizer:
             raise ValueError(f"{repo_id} has no tokenizer files (looked for {', '.join(TOKENIZER_FILES)})")

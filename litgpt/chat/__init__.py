@@ -1,0 +1,1 @@
+"""`litgpt chat`: interactive conversations (see `litgpt.chat.base`)."""
