@@ -20,7 +20,7 @@ test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 demo: $(BIN)/.installed
-	@echo "make demo lands with the training issue (pretrain on an embedded corpus); nothing to run yet."
+	$(BIN)/python -m litgpt.demo --out_dir out/demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache
