@@ -296,8 +296,7 @@ class CausalSelfAttention(nn.Module):
         if n_rope > 0:
             if cos.dim() == 3:  # per-sequence positions (B, T, n) -> (B, 1, T, n)
                 cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-            q = apply_rope_partial(q, cos, sin, n_rope)
-            k = apply_rope_partial(k, cos, sin, n_rope)
+            q, k = self.apply_rope(q, cos, sin), self.apply_rope(k, cos, sin)
 
         if input_pos is not None:
             if self.kv_cache is None:
@@ -306,6 +305,10 @@ class CausalSelfAttention(nn.Module):
 
         y = self.attend(q, k, v, mask)  # (B, T, nh, hs)... returned as (B, T, nh * hs)
         return self.proj(y)
+
+    def apply_rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """RoPE on the first `rope_n_elem` features of each head of x (B, heads, T, hs); kernels override it."""
+        return apply_rope_partial(x, cos, sin, self.config.rope_n_elem)
 
     def attend(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor]
