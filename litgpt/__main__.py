@@ -46,6 +46,10 @@ VERBS: dict[str, tuple[str, str, str]] = {
         "litgpt.finetune.full", "finetune_full",
         "Finetune every weight of a checkpoint on instruction data.",
     ),
+    "quantize": (
+        "litgpt.quantization.cli", "quantize_checkpoint",
+        "Save a quantized copy of a checkpoint (int8, int4, bnb.*) that generate/chat/serve load directly.",
+    ),
 }
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError,

@@ -20,21 +20,23 @@ from litgpt.generate.base import Generation, TextRow, check_sampling_args, compi
 from litgpt.model import GPT
 from litgpt.prompts import PromptStyle, resolve_prompt_style, save_prompt_style
 from litgpt.tokenizer import Tokenizer
+from litgpt.quantization.modes import QUANTIZATION_FILE
 from litgpt.utils import check_valid_checkpoint_dir, copy_config_files, load_checkpoint, save_atomic
 
 PRECISIONS = {"32-true": torch.float32, "bf16-true": torch.bfloat16, "16-true": torch.float16}
-QUANTIZE_NOT_YET = "quantization lands with the quantization issue"
 DEFAULT_CHECKPOINTS = Path("checkpoints")
 
 
 def check_quantize(quantize: Optional[str]) -> None:
-    """Raises NotImplementedError for any `quantize` value (the flag is accepted, not silently ignored).
+    """Raises a one-line ValueError for an unknown quantization mode (before any model is loaded).
 
     Args:
-        quantize: the requested quantization mode; only None is supported for now.
+        quantize: None or a mode of `litgpt.quantization.MODES` (int8, int4, int4-g32/64/128, bnb.*).
     """
     if quantize is not None:
-        raise NotImplementedError(f"--quantize {quantize}: {QUANTIZE_NOT_YET}")
+        from litgpt.quantization.modes import parse_quantize
+
+        parse_quantize(quantize)
 
 
 def check_precision(precision: Optional[str]) -> Optional[str]:
@@ -212,7 +214,11 @@ class LLM:
                     )
                 tokenizer_path = Path(tokenizer_dir)
         tokenizer = Tokenizer(tokenizer_path)
-        if init == "pretrained":
+        if init == "pretrained" and (checkpoint_dir / QUANTIZATION_FILE).is_file():
+            from litgpt.quantization import load_model
+
+            gpt = load_model(checkpoint_dir, device="cpu")  # a `litgpt quantize` folder loads as saved
+        elif init == "pretrained":
             with torch.device("meta"):
                 gpt = GPT(config)
             load_checkpoint(gpt, checkpoint_dir / "lit_model.pth")
@@ -242,7 +248,9 @@ class LLM:
             precision: "32-true", "bf16-true" or "16-true". Default: bf16-true where the device computes
                 bfloat16 natively (CUDA with bf16; CPUs with AVX512-BF16 / AMX), else 32-true. 16-true works
                 on the CPU but is slow there.
-            quantize: not supported yet (any value raises NotImplementedError).
+            quantize: weight quantization, applied while loading the checkpoint: int8 (per-channel), int4 /
+                int4-g32 / int4-g64 / int4-g128 (group-wise; portable, CPU and GPU), or the bitsandbytes modes
+                bnb.nf4, bnb.nf4-dq, bnb.fp4, bnb.fp4-dq, bnb.int8 (see tutorials/quantize.md).
             generate_strategy: multi-device strategies ("sequential", "tensor_parallel") are not supported yet.
             fixed_kv_cache_size: allocate the KV cache once with this many slots ("max_model_supported": the
                 model's context) instead of sizing it per call; it also caps prompt + new tokens.
@@ -278,8 +286,21 @@ class LLM:
         precision = precision or default_precision(device)
         if precision == "bf16-true" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise ValueError("precision='bf16-true' is not supported by this GPU; use '16-true' or '32-true'")
+        from litgpt.quantization import check_quantize_supported, load_model, quantize_model
+        from litgpt.quantization.modes import read_quantization_file
+
+        dtype = PRECISIONS[precision]
+        check_quantize_supported(quantize, device, dtype)
         self.model.clear_kv_cache()
-        self.model = self.model.to(device=device, dtype=PRECISIONS[precision]).eval()
+        saved = read_quantization_file(self.checkpoint_dir) if self.checkpoint_dir is not None else None
+        if (quantize is not None or saved is not None) and self.checkpoint_dir is not None:
+            self.model = None  # free the loaded copy first: quantize while loading, tensor by tensor
+            self.model = load_model(self.checkpoint_dir, quantize=quantize, dtype=dtype, device=device)
+        elif quantize is not None:  # random init: quantize the model in memory
+            self.model = quantize_model(self.model.to(device=device, dtype=dtype), quantize, dtype=dtype, device=device)
+        else:
+            self.model = self.model.to(device=device, dtype=dtype).eval()
+        self.quantize = quantize if quantize is not None else (saved.mode if saved is not None else None)
         self.device, self.precision = device, precision
         self.fixed_kv_cache_size = fixed_kv_cache_size
         self.step_fn = compile_decode_step() if compile else None

@@ -193,7 +193,9 @@ class GPT(nn.Module):
         if max_seq_length > self.max_seq_length:
             raise ValueError(f"KV cache length {max_seq_length} exceeds max_seq_length={self.max_seq_length}")
         device = device or self.lm_head.weight.device
-        dtype = dtype or self.lm_head.weight.dtype
+        if dtype is None:  # the compute dtype: quantized weights are integers, norms and scales are not
+            floats = [t.dtype for t in (*self.parameters(), *self.buffers()) if t.is_floating_point()]
+            dtype = floats[0] if floats else torch.get_default_dtype()
         for block in self.transformer.h:
             block.attn.kv_cache = KVCache(
                 batch_size, self.config.n_query_groups, max_seq_length, self.config.head_size, device, dtype

@@ -245,8 +245,8 @@ def test_bad_load_and_distribute_arguments(ckpt, tmp_path, llm):
         fresh.generate("x")
     with pytest.raises(NotImplementedError, match="devices=2: generation runs on a single device"):
         fresh.distribute(devices=2)
-    with pytest.raises(NotImplementedError, match="quantization lands with the quantization issue"):
-        fresh.distribute(quantize="bnb.nf4")
+    with pytest.raises(ValueError, match="unknown quantization mode 'int3'"):
+        fresh.distribute(quantize="int3")
     with pytest.raises(ValueError, match="precision must be one of 32-true, bf16-true, 16-true, got 'bf16-mixed'"):
         fresh.distribute(precision="bf16-mixed")
     with pytest.raises(ValueError, match="fixed_kv_cache_size=1000 exceeds the model's context of 128"):

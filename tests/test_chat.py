@@ -149,9 +149,9 @@ def test_chat_template_from_tokenizer_config(tmp_path, capsys, monkeypatch):
 
 
 def test_bad_flags_are_one_line_errors(ckpt, capsys):
-    assert cli.main(["chat", str(ckpt), "--quantize", "bnb.int8"]) == 1
+    assert cli.main(["chat", str(ckpt), "--quantize", "int3"]) == 1
     assert capsys.readouterr().err.strip() == (
-        "litgpt chat: error: --quantize bnb.int8: quantization lands with the quantization issue")
+        "litgpt chat: error: unknown quantization mode 'int3'; expected one of bnb.nf4, bnb.nf4-dq, bnb.fp4, bnb.fp4-dq, bnb.int8, int8, int4, int4-g32, int4-g64, int4-g128")
     assert cli.main(["chat", str(ckpt), "--top_p", "2"]) == 1
     assert capsys.readouterr().err.strip() == "litgpt chat: error: top_p must be in (0, 1], got 2.0"
 

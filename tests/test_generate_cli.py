@@ -61,7 +61,7 @@ def test_stop_strings_and_sys_prompt_flags(ckpt, capsys):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--quantize", "bnb.nf4"], "litgpt generate: error: --quantize bnb.nf4: quantization lands with the quantization issue"),
+        (["--quantize", "int3"], "litgpt generate: error: unknown quantization mode 'int3'; expected one of bnb.nf4, bnb.nf4-dq, bnb.fp4, bnb.fp4-dq, bnb.int8, int8, int4, int4-g32, int4-g64, int4-g128"),
         (["--temperature", "-1"], "litgpt generate: error: temperature must be >= 0, got -1.0"),
         (["--top_p", "0"], "litgpt generate: error: top_p must be in (0, 1], got 0.0"),
         (["--top_k", "0"], "litgpt generate: error: top_k must be >= 1 (or None), got 0"),

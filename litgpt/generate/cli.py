@@ -42,7 +42,8 @@ def main(
         top_p: Sample among the most likely tokens whose probability mass reaches top_p, in (0, 1].
         temperature: Sampling temperature; 0 is greedy decoding.
         stop: Strings that end the text (e.g. '["\\n\\n"]'); default: the prompt style's.
-        quantize: Weight quantization; not available yet (any value is an error).
+        quantize: Weight quantization while loading: int8, int4 (int4-g32/-g64/-g128) or bnb.nf4, bnb.nf4-dq,
+            bnb.fp4, bnb.fp4-dq, bnb.int8 (see tutorials/quantize.md).
         precision: 32-true, bf16-true or 16-true. Default: bf16-true on GPUs and CPUs with native bf16,
             else 32-true.
         compile: Compile the decode step with torch.compile (the first tokens wait for the compilation).
@@ -61,7 +62,7 @@ def main(
     check_valid_checkpoint_dir(checkpoint_dir)
 
     llm = LLM.load(str(checkpoint_dir), distribute=None)
-    llm.distribute(precision=precision, compile=compile)
+    llm.distribute(precision=precision, quantize=quantize, compile=compile)
     torch.manual_seed(seed)
     prompts = [prompt] * num_samples
     generation = llm.generation(
