@@ -153,3 +153,16 @@ def test_two_processes_match_one_process_with_the_same_global_batch(files, one_p
     # the 2-process checkpoint resumes in 1 process (same global batch, same data order)
     assert cli.main(tiny_args(files, two, "--devices", "1", "--train.max_steps", "5", "--resume", "auto")) == 0
     assert sorted(train_losses(two)) == [1, 2, 3, 4, 5]
+
+
+def test_the_demo_runs_end_to_end(tmp_path, capsys):
+    """`make demo` in 2 steps: corpus, tokenizer, pretraining with validation, PNG, the follow-up commands."""
+    from litgpt.demo import main
+
+    assert main(["--out_dir", str(tmp_path / "demo"), "--max_steps", "2", "--max_time", "120"]) == 0
+    out = capsys.readouterr().out
+    assert "step 0: val loss" in out and "step 2: val loss" in out and "sample:" in out
+    assert "litgpt finetune_full" in out and "litgpt convert_from_litgpt" in out
+    final = tmp_path / "demo" / "pretrain" / "final"
+    assert (final / "lit_model.pth").is_file() and (tmp_path / "demo" / "pretrain" / "loss.png").is_file()
+    assert (tmp_path / "demo" / "data" / "topics_sft.json").is_file()

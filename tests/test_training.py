@@ -238,8 +238,8 @@ def test_optimizer_by_name_or_class_path():
         build_optimizer({"class_path": "SGD", "init_args": {"lr": 0.1, "betas": [0.9, 0.9]}}, model)
 
 
-@pytest.mark.parametrize("bias", [False, True])
-def test_fused_linear_cross_entropy_matches_logits_then_cross_entropy(bias):
+@pytest.mark.parametrize("bias, compiled", [(False, False), (True, False), (False, True)])
+def test_fused_linear_cross_entropy_matches_logits_then_cross_entropy(bias, compiled):
     torch.manual_seed(0)
     hidden = torch.randn(3, 7, 16, requires_grad=True)
     weight = torch.randn(50, 16, requires_grad=True)
@@ -252,7 +252,7 @@ def test_fused_linear_cross_entropy_matches_logits_then_cross_entropy(bias):
     for t in (hidden, weight, b):
         if t is not None:
             t.grad = None
-    got = fused_linear_cross_entropy(hidden, weight, b, labels, chunk_size=5)
+    got = fused_linear_cross_entropy(hidden, weight, b, labels, chunk_size=5, compiled=compiled)
     (got * 1.0).backward()
     assert got.item() == pytest.approx(ref.item(), rel=1e-5)
     for g, t in zip(grads, [t for t in (hidden, weight, b) if t is not None]):

@@ -305,6 +305,9 @@ class _Trainer:
         self.steps_per_epoch = self.n_train // t.global_batch_size
         self.total_steps = self._horizon()
         self.warmup = t.warmup_steps(self.total_steps)
+        if self.total_steps is not None and self.warmup > self.total_steps:
+            fabric.print(f"Warning: the warmup ({self.warmup} steps) is longer than the run ({self.total_steps} steps): "
+                         "the learning rate never reaches its peak; lower train.lr_warmup_steps")
 
         model = self.method.build_model(run.config)
         model.max_seq_length = self.seq_len
@@ -318,7 +321,9 @@ class _Trainer:
         if run.compile and not self.is_fsdp:
             module = torch.compile(model)
         self.model = fabric.setup_module(module)
-        optimizer = build_optimizer(run.optimizer, self.raw, **({"fused": True} if fabric.device.type == "cuda" else {}))
+        # the fused (single-kernel) implementations of Adam/AdamW/SGD are the fastest on CPU and CUDA
+        fused = {"fused": True} if fabric.device.type in ("cpu", "cuda") and not self.is_fsdp else {}
+        optimizer = build_optimizer(run.optimizer, self.raw, **fused)
         self.optimizer = fabric.setup_optimizers(optimizer)
         self.scheduler = build_scheduler(self.optimizer, self.warmup, self.total_steps, t.min_lr)
         if self.resume_dir is not None:
@@ -380,6 +385,14 @@ class _Trainer:
             group=run.log.group, hyperparameters=run.hyperparameters,
             resume_step=self.state.step if self.resume_dir is not None else None,
         )
+        try:
+            return self._train()
+        finally:
+            self.monitor.close()
+
+    def _train(self) -> Optional[Path]:
+        fabric, run, t, e = self.fabric, self.run, self.train_args, self.eval_args
+        is_rank_zero = fabric.global_rank == 0
         self._announce()
         throughput = Throughput(self.flops_per_token, peak_device_flops(fabric.device, self.precision), self.world)
         start_time = time.perf_counter()

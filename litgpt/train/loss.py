@@ -4,7 +4,9 @@ LM-head + cross-entropy that never materialises the full (tokens x vocabulary) l
 
 from __future__ import annotations
 
-from typing import Optional, Union
+import os
+import warnings
+from typing import Any, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -31,59 +33,112 @@ def token_loss_sum(
                            ignore_index=ignore_index, reduction="sum")
 
 
-class _FusedLinearCrossEntropy(torch.autograd.Function):
-    """sum_t CE(h_t @ W^T + b, y_t), computing the gradients chunk by chunk during the forward pass.
+def _block_loss_and_grad(logits: torch.Tensor, y: torch.Tensor, ok: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For one block of logits (c, V): the summed cross-entropy over rows where `ok`, and d loss / d logits
+    (softmax - onehot, zero on the other rows) in the logits' dtype. Float32 inside. Written without in-place
+    operations so that torch.compile fuses it into a couple of passes over the block."""
+    lf = logits.float()
+    top = lf.amax(dim=1, keepdim=True)
+    e = (lf - top).exp()
+    norm = e.sum(dim=1, keepdim=True)
+    lse = (top + norm.log()).squeeze(1)
+    picked = lf.gather(1, y[:, None]).squeeze(1)
+    loss = torch.where(ok, lse - picked, torch.zeros_like(lse)).sum()
+    onehot = (torch.arange(lf.size(1), device=lf.device)[None, :] == y[:, None]).float()
+    grad = (e / norm - onehot) * ok[:, None].float()
+    return loss, grad.to(logits.dtype)
 
-    Only `chunk_size` rows of logits exist at a time; their gradient (softmax - onehot) is turned into
-    grad_h and grad_W at once, so the backward pass is a multiplication by the incoming scalar.
+
+def _block_loss_and_grad_eager(logits: torch.Tensor, y: torch.Tensor, ok: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same as `_block_loss_and_grad` with in-place operations (fewer temporaries when not compiled)."""
+    picked = logits.gather(1, y[:, None]).squeeze(1).float()
+    top = logits.amax(dim=1, keepdim=True).float()
+    lf = logits.sub_(top) if logits.dtype == torch.float32 else logits - top
+    lf.exp_()
+    norm = lf.sum(dim=1, keepdim=True)
+    lse = top.squeeze(1) + norm.squeeze(1).log()
+    loss = torch.where(ok, lse - picked, torch.zeros_like(lse)).sum()
+    grad = lf.div_(norm) if lf.dtype == logits.dtype else torch.div(lf, norm).to(logits.dtype)
+    grad.scatter_add_(1, y[:, None], -ok.to(grad.dtype)[:, None])
+    if not bool(ok.all()):
+        grad.mul_(ok.to(grad.dtype)[:, None])
+    return loss, grad
+
+
+_compiled_block: Any = None
+_compile_failed = False
+
+
+def _block_function(compiled: bool) -> Any:
+    """The compiled block kernel (compiled once per process), or the eager one when compiling is off or fails."""
+    global _compiled_block
+    if not compiled or _compile_failed or os.environ.get("LITGPT_COMPILE_LOSS", "1") == "0":
+        return _block_loss_and_grad_eager
+    if _compiled_block is None:
+        _compiled_block = torch.compile(_block_loss_and_grad, dynamic=None)
+    return _compiled_block
+
+
+def _run_block(logits: torch.Tensor, y: torch.Tensor, ok: torch.Tensor, compiled: bool):
+    global _compile_failed
+    fn = _block_function(compiled)
+    if fn is _block_loss_and_grad_eager:
+        return fn(logits, y, ok)
+    try:
+        return fn(logits, y, ok)
+    except Exception as err:  # no C++ compiler / triton: warn once and stay eager
+        _compile_failed = True
+        warnings.warn(f"the fused loss runs uncompiled (torch.compile failed: {str(err).splitlines()[0][:200]})")
+        return _block_loss_and_grad_eager(logits, y, ok)
+
+
+class _FusedLinearCrossEntropy(torch.autograd.Function):
+    """sum_t CE(h_t @ W^T + b, y_t), with the gradients computed during the forward pass.
+
+    The logits are made `chunk_size` rows at a time; each block's loss and d loss / d logits come from one
+    fused kernel, and the block's gradient is multiplied into grad_h and grad_W at once, so neither the
+    full logits nor their gradient ever exist. The backward pass only scales the stored gradients.
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, labels, ignore_index: int, chunk_size: int, compute_dtype):
+    def forward(ctx, hidden, weight, bias, labels, ignore_index: int, chunk_size: int, compute_dtype, compiled: bool):
         n = hidden.size(0)
         needs_h, needs_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         needs_b = bias is not None and ctx.needs_input_grad[2]
+        h = hidden.to(compute_dtype)
         w = weight.to(compute_dtype)
         b = bias.to(compute_dtype) if bias is not None else None
+        valid = labels != ignore_index
+        safe = torch.where(valid, labels, torch.zeros_like(labels))
         grad_h = torch.empty_like(hidden) if needs_h else None
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if needs_w else None
-        grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if needs_b else None
+        grad_w = grad_b = None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, n, chunk_size):
-            h = hidden[start : start + chunk_size].to(compute_dtype)
-            y = labels[start : start + chunk_size]
-            logits = h @ w.t()
-            if b is not None:
-                logits = logits + b
-            logits = logits.float()
-            valid = y != ignore_index
-            safe_y = torch.where(valid, y, torch.zeros_like(y))
-            lse = torch.logsumexp(logits, dim=-1)
-            picked = logits.gather(1, safe_y[:, None]).squeeze(1)
-            total += ((lse - picked) * valid).sum()
-            if needs_h or needs_w or needs_b:
-                grad = torch.softmax(logits, dim=-1)  # d loss / d logits = softmax - onehot, zero where ignored
-                grad.scatter_add_(1, safe_y[:, None], -torch.ones_like(picked)[:, None])
-                grad *= valid[:, None]
-                g = grad.to(compute_dtype)
-                if needs_h:
-                    grad_h[start : start + chunk_size] = (g @ w).to(hidden.dtype)
-                if needs_w:
-                    grad_w += (g.t() @ h).float()
-                if needs_b:
-                    grad_b += grad.sum(0)
+            stop = min(n, start + chunk_size)
+            h_block = h[start:stop]
+            logits = h_block @ w.t() if b is None else torch.addmm(b, h_block, w.t())  # (c, V)
+            loss, grad = _run_block(logits, safe[start:stop], valid[start:stop], compiled)
+            total += loss
+            if needs_h:
+                grad_h[start:stop] = grad @ w
+            if needs_w:
+                part = grad.t() @ h_block  # (V, C)
+                grad_w = part.float() if grad_w is None else grad_w.add_(part)
+            if needs_b:
+                part = grad.float().sum(0)
+                grad_b = part if grad_b is None else grad_b.add_(part)
+        if grad_w is not None:
+            grad_w = grad_w.to(weight.dtype)
+        if grad_b is not None:
+            grad_b = grad_b.to(bias.dtype)
         ctx.save_for_backward(grad_h, grad_w, grad_b)
-        ctx.weight_dtype = weight.dtype
-        ctx.bias_dtype = bias.dtype if bias is not None else None
         return total
 
     @staticmethod
     def backward(ctx, grad_output):
         grad_h, grad_w, grad_b = ctx.saved_tensors
-        gh = grad_h * grad_output.to(grad_h.dtype) if grad_h is not None else None
-        gw = (grad_w * grad_output).to(ctx.weight_dtype) if grad_w is not None else None
-        gb = (grad_b * grad_output).to(ctx.bias_dtype) if grad_b is not None else None
-        return gh, gw, gb, None, None, None, None
+        scale = lambda g: None if g is None else g * grad_output.to(g.dtype)
+        return scale(grad_h), scale(grad_w), scale(grad_b), None, None, None, None, None
 
 
 def fused_linear_cross_entropy(
@@ -92,8 +147,9 @@ def fused_linear_cross_entropy(
     bias: Optional[torch.Tensor],
     labels: torch.Tensor,
     ignore_index: int = IGNORE_INDEX,
-    chunk_size: int = 1024,
+    chunk_size: Optional[int] = None,
     compute_dtype: Optional[torch.dtype] = None,
+    compiled: bool = True,
 ) -> torch.Tensor:
     """Sum of token cross-entropies of `hidden @ weight.T + bias` against `labels`, with gradients for
     hidden, weight and bias, holding at most `chunk_size` rows of logits in memory.
@@ -104,9 +160,11 @@ def fused_linear_cross_entropy(
         bias: (V,) or None.
         labels: (N,) or (B, T) target ids; `ignore_index` entries add nothing.
         ignore_index: label value without loss.
-        chunk_size: rows of logits computed at once.
+        chunk_size: rows of logits computed at once (default: about 32M logits per chunk).
         compute_dtype: dtype of the matrix products (default: the autocast dtype when autocast is on,
             else hidden's dtype); the softmax is always float32.
+        compiled: run the per-block softmax kernel through torch.compile (falls back to eager operations,
+            with one warning, where compiling fails; LITGPT_COMPILE_LOSS=0 turns it off).
     """
     if compute_dtype is None:
         device_type = hidden.device.type
@@ -116,8 +174,11 @@ def fused_linear_cross_entropy(
             compute_dtype = hidden.dtype
     hidden = hidden.reshape(-1, hidden.size(-1))
     labels = labels.reshape(-1)
+    if chunk_size is None:
+        chunk_size = max(1, (32 << 20) // weight.size(0))
     with torch.autocast(hidden.device.type, enabled=False):
-        return _FusedLinearCrossEntropy.apply(hidden, weight, bias, labels, ignore_index, chunk_size, compute_dtype)
+        return _FusedLinearCrossEntropy.apply(hidden, weight, bias, labels, ignore_index, chunk_size, compute_dtype,
+                                              compiled)
 
 
 class LMHeadForFusedLoss(nn.Module):

@@ -195,13 +195,17 @@ class Monitor:
         sys.stdout.flush()
 
     def close(self) -> None:
-        if not self.enabled:
+        """Closes the bar and the loggers (again: nothing)."""
+        if not self.enabled or self.closed:
             return
+        self.closed = True
         if self.bar is not None:
             self.bar.close()
         self.csv.close()
         if self.tracker is not None:
             self.tracker.close()
+
+    closed = False
 
 
 class Throughput:
