@@ -92,22 +92,8 @@ def load_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
 def load_checkpoint(model: torch.nn.Module, path: PathLike, strict: bool = True) -> None:
     """Loads `lit_model.pth` into `model`; names missing or unexpected keys in one line when strict."""
     state = load_state_dict(path)
-    own = model.state_dict()
     if strict:
-        missing = [k for k in own if k not in state]
-        unexpected = [k for k in state if k not in own]
-        if missing or unexpected:
-            parts = []
-            if missing:
-                parts.append(f"missing {len(missing)} key(s) e.g. {missing[:3]}")
-            if unexpected:
-                parts.append(f"unexpected {len(unexpected)} key(s) e.g. {unexpected[:3]}")
-            raise ValueError(f"{path} does not match the model config: {'; '.join(parts)}")
-        for key, value in state.items():
-            if own[key].shape != value.shape:
-                raise ValueError(
-                    f"{path}: {key} has shape {tuple(value.shape)}, the model config expects {tuple(own[key].shape)}"
-                )
+        check_state_dict_matches(model.state_dict(), state, path)
     config = getattr(model, "config", None)
     tied = config is not None and getattr(config, "tie_embeddings", False)
     if tied and not _same_tensor_values(state.get("lm_head.weight"), state.get("transformer.wte.weight")):
@@ -122,6 +108,27 @@ def load_checkpoint(model: torch.nn.Module, path: PathLike, strict: bool = True)
 
 def _same_tensor_values(a: Optional[torch.Tensor], b: Optional[torch.Tensor]) -> bool:
     return a is None or b is None or (a.shape == b.shape and torch.equal(a, b))
+
+
+def check_state_dict_matches(
+    own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], source: PathLike, optional: tuple[str, ...] = ()
+) -> None:
+    """Raises a one-line ValueError unless `state` has exactly the keys (except `optional` ones) and shapes
+    of the model's state dict `own`."""
+    missing = [k for k in own if k not in state and k not in optional]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} key(s) e.g. {missing[:3]}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} key(s) e.g. {unexpected[:3]}")
+        raise ValueError(f"{source} does not match the model config: {'; '.join(parts)}")
+    for key, value in state.items():
+        if own[key].shape != value.shape:
+            raise ValueError(
+                f"{source}: {key} has shape {tuple(value.shape)}, the model config expects {tuple(own[key].shape)}"
+            )
 
 
 def check_valid_checkpoint_dir(checkpoint_dir: PathLike, model_filename: str = "lit_model.pth") -> Path:

@@ -35,7 +35,7 @@ from litgpt.quantization.portable import (
     quantize_int4,
     quantize_int8,
 )
-from litgpt.utils import check_valid_checkpoint_dir, load_state_dict, parse_dtype
+from litgpt.utils import check_state_dict_matches, check_valid_checkpoint_dir, load_state_dict, parse_dtype
 
 EMBEDDING = "transformer.wte"
 HEAD = "lm_head"
@@ -174,25 +174,13 @@ def quantize_model(
 
 
 def _check_full_precision_state(model: GPT, state: dict, checkpoint_dir: Path) -> None:
-    own = model.state_dict()
-    missing = [k for k in own if k not in state and not (k == HEAD + ".weight" and model.config.tie_embeddings)]
-    unexpected = [k for k in state if k not in own]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} key(s) e.g. {missing[:3]}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} key(s) e.g. {unexpected[:3]}")
-        raise ValueError(f"{checkpoint_dir / 'lit_model.pth'} does not match the model config: {'; '.join(parts)}")
+    source = checkpoint_dir / "lit_model.pth"
+    optional = (HEAD + ".weight",) if model.config.tie_embeddings else ()
+    check_state_dict_matches(model.state_dict(), state, source, optional)
     for key, value in state.items():
-        if own[key].shape != value.shape:
-            raise ValueError(
-                f"{checkpoint_dir / 'lit_model.pth'}: {key} has shape {tuple(value.shape)}, the model config "
-                f"expects {tuple(own[key].shape)}"
-            )
         if not value.is_floating_point() and key.endswith(".weight"):
             raise ValueError(
-                f"{checkpoint_dir / 'lit_model.pth'}: {key} is {value.dtype}, not floating point: the weights look "
+                f"{source}: {key} is {value.dtype}, not floating point: the weights look "
                 f"quantized but the folder has no {QUANTIZATION_FILE}"
             )
 
