@@ -1,5 +1,5 @@
 # `make test`: create .venv, install litgpt with its test extra (CPU torch pinned), run the suite.
-# `make demo`: the offline end-to-end demo (lands with the training issue).
+# `make demo`: the offline end-to-end demo (pretrain a small model on text that ships with CPython).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
