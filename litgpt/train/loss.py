@@ -160,7 +160,8 @@ def fused_linear_cross_entropy(
         bias: (V,) or None.
         labels: (N,) or (B, T) target ids; `ignore_index` entries add nothing.
         ignore_index: label value without loss.
-        chunk_size: rows of logits computed at once (default: about 32M logits per chunk).
+        chunk_size: rows of logits computed at once (default: about 64M logits per block when compiled, 32M
+            otherwise).
         compute_dtype: dtype of the matrix products (default: the autocast dtype when autocast is on,
             else hidden's dtype); the softmax is always float32.
         compiled: run the per-block softmax kernel through torch.compile (falls back to eager operations,
@@ -175,7 +176,9 @@ def fused_linear_cross_entropy(
     hidden = hidden.reshape(-1, hidden.size(-1))
     labels = labels.reshape(-1)
     if chunk_size is None:
-        chunk_size = max(1, (32 << 20) // weight.size(0))
+        # compiled, a block costs its bf16 logits and gradient; eager, also float32 temporaries
+        budget = (64 << 20) if compiled and os.environ.get("LITGPT_COMPILE_LOSS", "1") != "0" else (32 << 20)
+        chunk_size = max(1, budget // weight.size(0))
     with torch.autocast(hidden.device.type, enabled=False):
         return _FusedLinearCrossEntropy.apply(hidden, weight, bias, labels, ignore_index, chunk_size, compute_dtype,
                                               compiled)
