@@ -514,6 +514,14 @@ def _sliding_pattern(cfg: Config) -> list[bool]:
     return [cfg.is_sliding_layer(i) for i in range(cfg.n_layer)]
 
 
+def _uniform_window(cfg: Config) -> Optional[int]:
+    """The sliding window when every layer slides, None when none does; Unrepresentable for a mix."""
+    pattern = _sliding_pattern(cfg)
+    if any(pattern) and not all(pattern):
+        raise Unrepresentable("sliding-window attention on some layers only")
+    return cfg.sliding_window_size if any(pattern) else None
+
+
 def _indices(pattern: list[bool]) -> Optional[list[int]]:
     return None if all(pattern) else [int(p) for p in pattern]
 
@@ -669,13 +677,11 @@ class MixtralFamily(MistralFamily):
         return kw
 
     def config_to_hf(self, cfg: Config) -> dict:
-        pattern = _sliding_pattern(cfg)
-        if any(pattern) and not all(pattern):
-            raise Unrepresentable("sliding-window attention on some layers only")
+        window = _uniform_window(cfg)
         out = _base_to_hf(cfg)
         out.update(hidden_act="silu", rms_norm_eps=cfg.norm_eps,
                    intermediate_size=cfg.moe_intermediate_size or cfg.intermediate_size,
-                   sliding_window=cfg.sliding_window_size if any(pattern) else None,
+                   sliding_window=window,
                    num_local_experts=cfg.n_expert, num_experts_per_tok=cfg.n_expert_per_token)
         _rope_to_hf(cfg, out)
         return out
@@ -767,15 +773,13 @@ class Qwen3MoeFamily(Family):
         return kw
 
     def config_to_hf(self, cfg: Config) -> dict:
-        pattern = _sliding_pattern(cfg)
-        if any(pattern) and not all(pattern):
-            raise Unrepresentable("sliding-window attention on some layers only")
+        window = _uniform_window(cfg)
         out = _base_to_hf(cfg)
         out.update(hidden_act="silu", rms_norm_eps=cfg.norm_eps, intermediate_size=cfg.intermediate_size,
                    moe_intermediate_size=cfg.moe_intermediate_size or cfg.intermediate_size,
                    num_experts=cfg.n_expert, num_experts_per_tok=cfg.n_expert_per_token, norm_topk_prob=True,
                    decoder_sparse_step=1, mlp_only_layers=[], attention_bias=False,
-                   use_sliding_window=any(pattern), sliding_window=cfg.sliding_window_size if any(pattern) else None)
+                   use_sliding_window=window is not None, sliding_window=window)
         _rope_to_hf(cfg, out)
         return out
 
@@ -997,14 +1001,12 @@ class Phi3Family(Family):
         return kw
 
     def config_to_hf(self, cfg: Config) -> dict:
-        pattern = _sliding_pattern(cfg)
-        if any(pattern) and not all(pattern):
-            raise Unrepresentable("sliding-window attention on some layers only")
+        window = _uniform_window(cfg)
         if cfg.rope_adjustments or cfg.rope_condense_ratio != 1:
             raise Unrepresentable("Phi-3 supports no RoPE scaling but longrope")
         out = _base_to_hf(cfg)
         out.update(hidden_act="silu", rms_norm_eps=cfg.norm_eps, intermediate_size=cfg.intermediate_size,
-                   sliding_window=cfg.sliding_window_size if any(pattern) else None)
+                   sliding_window=window)
         _rope_to_hf(cfg, out, partial="partial_rotary_factor")
         return out
 
