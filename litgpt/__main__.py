@@ -46,6 +46,38 @@ VERBS: dict[str, tuple[str, str, str]] = {
         "litgpt.finetune.full", "finetune_full",
         "Finetune every weight of a checkpoint on instruction data.",
     ),
+    "finetune_lora": (
+        "litgpt.finetune.lora", "finetune_lora",
+        "Finetune a checkpoint with LoRA (or QLoRA with --quantize bnb.nf4); the final folder is merged.",
+    ),
+    "finetune": (
+        "litgpt.finetune.lora", "finetune_lora",
+        "Same as finetune_lora.",
+    ),
+    "finetune_adapter": (
+        "litgpt.finetune.adapter", "finetune_adapter",
+        "Finetune a checkpoint with LLaMA-Adapter (learned prefix, zero-init gating).",
+    ),
+    "finetune_adapter_v2": (
+        "litgpt.finetune.adapter_v2", "finetune_adapter_v2",
+        "Finetune a checkpoint with LLaMA-Adapter v2 (prefix plus bias and scale on the linears).",
+    ),
+    "merge_lora": (
+        "litgpt.scripts.merge_lora", "merge_lora",
+        "Merge the LoRA weights of a finetuning run into the base weights (lit_model.pth).",
+    ),
+    "export_peft": (
+        "litgpt.scripts.export_peft", "export_peft",
+        "Export a LoRA run as a PEFT adapter (adapter_config.json + adapter_model.safetensors).",
+    ),
+    "serve": (
+        "litgpt.deploy.serve", "run_server",
+        "Serve a checkpoint over HTTP with LitServe (plain or OpenAI API, streaming, continuous batching).",
+    ),
+    "evaluate": (
+        "litgpt.eval.evaluate", "evaluate",
+        "Evaluate a checkpoint with the lm-evaluation-harness tasks, or its perplexity on text files.",
+    ),
     "quantize": (
         "litgpt.quantization.cli", "quantize_checkpoint",
         "Save a quantized copy of a checkpoint (int8, int4, bnb.*) that generate/chat/serve load directly.",

@@ -37,6 +37,9 @@ class GPT(nn.Module):
         )
         if config.learned_pos_embedding:
             self.transformer["wpe"] = nn.Embedding(config.block_size, config.n_embd)
+        # nn.Embedding's N(0, 1) makes huge logits through a tied head (and float32 denormals in its
+        # gradients, which are very slow on CPUs): use the usual std of 0.02 instead
+        nn.init.normal_(self.transformer.wte.weight, std=0.02)
         if config.tie_embeddings:
             self.lm_head.weight = self.transformer.wte.weight
         self.max_seq_length = config.block_size
