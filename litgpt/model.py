@@ -93,6 +93,8 @@ class GPT(nn.Module):
         key_padding_mask: Optional[torch.Tensor] = None,
         lm_head_chunk_size: int = 0,
         logits_at: Optional[torch.Tensor] = None,
+        positions: Optional[torch.Tensor] = None,
+        segment_ids: Optional[torch.Tensor] = None,
     ) -> torch.Tensor | list[torch.Tensor]:
         """Runs the model.
 
@@ -107,6 +109,10 @@ class GPT(nn.Module):
             lm_head_chunk_size: if > 0, returns the logits as a list of chunks along T (saves memory).
             logits_at: optional (B,) index into T per row: only those positions go through the final norm
                 and the LM head, and the logits are (B, 1, padded_vocab_size) (prefill of long prompts).
+            positions: optional (B, T) RoPE / position-embedding positions of a training forward (no cache),
+                e.g. restarting at 0 for each sample of a packed sequence.
+            segment_ids: optional (B, T) sample index of each token of a packed sequence: attention stays
+                inside a segment (block-diagonal causal mask). Padding (-1) attends only to padding.
 
         Returns:
             logits (B, T, padded_vocab_size), or a list of chunks of it.
@@ -116,13 +122,18 @@ class GPT(nn.Module):
         if input_pos is None:
             if T > self.max_seq_length:
                 raise ValueError(f"Cannot forward sequence of length {T}, max_seq_length is {self.max_seq_length}")
-            pos = torch.arange(T, device=idx.device)
+            pos = torch.arange(T, device=idx.device) if positions is None else positions
+        elif positions is not None or segment_ids is not None:
+            raise ValueError("positions and segment_ids are for forwards without a KV cache (input_pos=None)")
         else:
             pos = input_pos
         cos, sin = self.cos[pos], self.sin[pos]  # (T, rope_n_elem) or (B, T, rope_n_elem)
         cos_l, sin_l = self.cos_local[pos], self.sin_local[pos]
 
-        mask, mask_local = self._build_masks(pos, input_pos is not None, key_padding_mask)
+        if segment_ids is None:
+            mask, mask_local = self._build_masks(pos, input_pos is not None, key_padding_mask)
+        else:
+            mask, mask_local = self._segment_masks(segment_ids)
 
         x = self.transformer.wte(idx)  # (B, T, C)
         if cfg.learned_pos_embedding:
@@ -177,6 +188,18 @@ class GPT(nn.Module):
         if not use_cache and key_padding_mask is None:
             mask = None  # global layers of a training forward keep the fast causal path
         return mask, mask_local
+
+    def _segment_masks(self, segment_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Block-diagonal causal masks (B, 1, T, T) of packed sequences: token i sees token j <= i of its own
+        segment (and, on sliding-window layers, only the last `sliding_window_size` of them)."""
+        T = segment_ids.size(1)
+        idx = torch.arange(T, device=segment_ids.device)
+        causal = idx[None, :] <= idx[:, None]  # (T, T)
+        mask = (causal & (segment_ids[:, :, None] == segment_ids[:, None, :])).unsqueeze(1)
+        if not self.config.has_sliding_layers:
+            return mask, mask
+        recent = idx[None, :] > idx[:, None] - self.config.sliding_window_size
+        return mask, mask & recent
 
     def _cache_len(self, pos: torch.Tensor) -> int:
         kv = self.transformer.h[0].attn.kv_cache

@@ -217,19 +217,55 @@ def test_packing_keeps_every_sample_token_with_its_label_and_position(tokenizer,
         assert batch["segment_ids"][row, -1].item() == -1 and batch["labels"][row, -1].item() == IGNORE_INDEX
 
 
-def test_packing_is_refused_until_the_model_supports_it(tmp_path):
-    from litgpt.data.packing import model_supports_packing
-    from litgpt.finetune.full import finetune_full
+@pytest.mark.parametrize("family", ["llama", "gpt2", "mistral_window"])
+def test_a_packed_sequence_gives_each_sample_its_own_logits_and_loss(family):
+    from litgpt.config import Config
     from litgpt.model import GPT
-    from tests._train_helpers import make_checkpoint
+    from litgpt.train.loss import token_loss_sum
 
-    if model_supports_packing(GPT):
-        pytest.skip("the model supports packed sequences")
+    fields = dict(name="tiny", n_layer=2, n_embd=32, n_head=4, vocab_size=64, padded_vocab_size=64, block_size=32)
+    if family == "gpt2":  # learned positions: they must restart too
+        fields.update(learned_pos_embedding=True, rotary_percentage=0.0, bias=True)
+    else:
+        fields.update(norm_class_name="RMSNorm", mlp_class_name="LLaMAMLP", intermediate_size=48, bias=False,
+                      parallel_residual=False, n_query_groups=2)
+    if family == "mistral_window":
+        fields.update(sliding_window_size=3, sliding_window_indices=[1, 0])
+    torch.manual_seed(0)
+    model = GPT(Config(**fields)).eval()
+    lengths = (5, 7, 4)
+    samples = [torch.randint(0, 64, (n,)) for n in lengths]
+    labels = [torch.randint(0, 64, (n,)) for n in lengths]
+    pad = 3
+    ids = torch.cat([*samples, torch.zeros(pad, dtype=torch.long)])[None]
+    positions = torch.cat([*(torch.arange(n) for n in lengths), torch.zeros(pad, dtype=torch.long)])[None]
+    segments = torch.cat([*(torch.full((n,), i) for i, n in enumerate(lengths)), torch.full((pad,), -1)])[None]
+    packed_labels = torch.cat([*labels, torch.full((pad,), IGNORE_INDEX)])[None]
+    with torch.no_grad():
+        packed = model(ids, positions=positions, segment_ids=segments)[0]
+        alone = torch.cat([model(x[None])[0] for x in samples])
+        assert torch.isfinite(packed).all()
+        torch.testing.assert_close(packed[: sum(lengths)], alone, rtol=1e-5, atol=1e-5)
+        loss_packed = token_loss_sum(packed[None], packed_labels, IGNORE_INDEX)
+        loss_alone = sum(token_loss_sum(model(x[None]), y[None], IGNORE_INDEX) for x, y in zip(samples, labels))
+    torch.testing.assert_close(loss_packed, loss_alone, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="without a KV cache"):
+        model.set_kv_cache(1)
+        model(ids, input_pos=torch.arange(ids.size(1)), segment_ids=segments)
+
+
+def test_finetuning_with_packing_trains_on_packed_sequences(tmp_path):
+    from litgpt.finetune.full import finetune_full
+    from tests._train_helpers import fast_train, make_checkpoint, train_losses
+
     ckpt = make_checkpoint(tmp_path / "ckpt")
-    data = JSON(write_json(tmp_path / "rows.json", make_sft_rows(8)), packing=True)
-    with pytest.raises(NotImplementedError, match="packing"):
-        finetune_full(ckpt, data=data, out_dir=tmp_path / "out", accelerator="cpu")
-    assert not (tmp_path / "out").exists()
+    data = JSON(write_json(tmp_path / "rows.json", make_sft_rows(24)), packing=True, val_split_fraction=0.2,
+                num_workers=0)
+    out = finetune_full(ckpt, data=data, out_dir=tmp_path / "out", accelerator="cpu", precision="32-true",
+                        train=fast_train(max_steps=3, max_seq_length=48))
+    assert isinstance(data.train_dataset, PackedDataset)
+    assert len(train_losses(tmp_path / "out")) == 3
+    assert (out / "lit_model.pth").is_file()
 
 
 # ----------------------------------------------------------------------------------------------- downloads

@@ -2,13 +2,12 @@
 
 A packed item concatenates its samples' `input_ids` and `labels` (each already shifted, so no label ever
 crosses a boundary and the loss covers exactly the tokens it covers unpacked), and adds `positions`
-(0, 1, ... restarting at each sample) and `segment_ids` (0, 1, ... per sample; -1 for padding). The model
-must keep attention inside a segment: see `model_supports_packing`.
+(0, 1, ... restarting at each sample) and `segment_ids` (0, 1, ... per sample; -1 for padding), which
+`GPT.forward(positions=, segment_ids=)` turns into per-sample RoPE positions and block-diagonal attention.
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
@@ -75,12 +74,6 @@ class PackedDataset(Dataset):
 
 
 PACKING_KEYS = ("positions", "segment_ids")
-
-
-def model_supports_packing(model: Any) -> bool:
-    """Whether the model's forward takes per-token `positions` and `segment_ids` (block-diagonal attention)."""
-    params = inspect.signature(model.forward).parameters
-    return all(key in params for key in PACKING_KEYS)
 
 
 def packing_kwargs(batch: dict[str, Any]) -> dict[str, Any]:

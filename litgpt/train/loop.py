@@ -183,14 +183,6 @@ def check_run(method: Method, run: TrainingRun) -> Optional[Path]:
     Tokenizer(run.tokenizer_dir)
     if not isinstance(run.data, DataModule):
         raise ValueError(f"data must be a litgpt.data DataModule, got {type(run.data).__name__}")
-    if getattr(run.data, "packing", False):
-        from litgpt.data.packing import model_supports_packing
-
-        if not model_supports_packing(GPT):
-            raise NotImplementedError(
-                "--data.packing true needs GPT.forward(positions=..., segment_ids=...) for block-diagonal "
-                "attention, which this version's model does not have yet"
-            )
     run.data.check()
     method.check()
     return find_resume_dir(run.out_dir, run.resume)
