@@ -403,3 +403,44 @@ def test_kernels_in_fresh_process():
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     summary = proc.stdout.strip().splitlines()[-1]
     assert re.match(r"\d+ passed, 1 skipped", summary), summary  # only this test itself is skipped there
+
+
+# --------------------------------------------------------------------------------------------------
+@interpreted
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_training_with_kernels_triton_follows_the_pytorch_run(tmp_path):
+    from litgpt.data import JSON
+    from litgpt.finetune.full import finetune_full
+    from tests._train_helpers import fast_train, make_checkpoint, make_sft_rows, tiny_config, train_losses, write_json
+
+    llama = tiny_config(norm_class_name="RMSNorm", mlp_class_name="LLaMAMLP", intermediate_size=64, bias=False,
+                        parallel_residual=False)  # every kernel applies: RMSNorm, SwiGLU, RoPE, the loss
+    ckpt = make_checkpoint(tmp_path / "ckpt", config=llama)
+    rows = write_json(tmp_path / "rows.json", make_sft_rows(16))
+    losses = {}
+    for kernels in (None, "triton"):
+        out = tmp_path / f"out-{kernels}"
+        finetune_full(ckpt, data=JSON(rows, num_workers=0), out_dir=out, accelerator="cpu", precision="32-true",
+                      train=fast_train(max_steps=3, kernels=kernels))
+        losses[kernels] = train_losses(out)
+    assert len(losses[None]) == 3
+    for step, loss in losses[None].items():
+        assert losses["triton"][step] == pytest.approx(loss, rel=1e-4)
+
+
+@interpreted
+def test_kernels_triton_without_a_gpu_fails_before_training(tmp_path, monkeypatch):
+    from litgpt.data import JSON
+    from litgpt.finetune.full import finetune_full
+    from tests._train_helpers import fast_train, make_checkpoint, make_sft_rows, write_json
+
+    monkeypatch.setattr(_runtime, "INTERPRETED", False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    ckpt = make_checkpoint(tmp_path / "ckpt")
+    data = JSON(write_json(tmp_path / "rows.json", make_sft_rows(8)), num_workers=0)
+    with pytest.raises(ValueError, match="--train.kernels triton: The Triton kernels need a CUDA GPU"):
+        finetune_full(ckpt, data=data, out_dir=tmp_path / "out", accelerator="cpu",
+                      train=fast_train(kernels="triton"))
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="train.kernels must be 'triton' or unset, got 'cuda'"):
+        fast_train(kernels="cuda").validate()

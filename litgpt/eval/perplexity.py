@@ -46,6 +46,14 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def compute_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The dtype the model computes in: that of its first floating-point parameter or buffer."""
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return torch.float32
+
+
 def batched(items: Sequence, size: int) -> Iterator[Sequence]:
     """Consecutive slices of `items` of at most `size` elements."""
     for start in range(0, len(items), size):

@@ -53,6 +53,9 @@ class TrainArgs:
     """Learning rate at the end of the cosine decay."""
     activation_checkpointing: bool = False
     """Recompute each transformer block's activations in the backward pass (less memory, ~30% slower)."""
+    kernels: Optional[str] = None
+    """"triton": run RMSNorm, SwiGLU/GeGLU, RoPE and the LM-head cross-entropy on the Triton kernels of
+    extensions/triton (a CUDA GPU and the `triton` package needed); None: PyTorch's own operations."""
 
     def validate(self) -> None:
         """Raises a ValueError naming the first bad field."""
@@ -78,6 +81,8 @@ class TrainArgs:
             raise ValueError(f"train.max_norm must be > 0 (or unset), got {self.max_norm}")
         if self.min_lr < 0:
             raise ValueError(f"train.min_lr must be >= 0, got {self.min_lr}")
+        if self.kernels not in (None, "triton"):
+            raise ValueError(f"train.kernels must be 'triton' or unset, got {self.kernels!r}")
         if self.epochs is None and self.max_tokens is None and self.max_steps is None and self.max_time is None:
             raise ValueError("no stop rule: set one of train.max_steps, train.max_tokens, train.epochs, train.max_time")
 

@@ -167,6 +167,8 @@ def check_run(method: Method, run: TrainingRun) -> Optional[Path]:
         raise ValueError(f"strategy must be auto, ddp or fsdp, got {run.strategy!r}")
     if run.num_nodes < 1:
         raise ValueError(f"num_nodes must be >= 1, got {run.num_nodes}")
+    if run.train.kernels == "triton":
+        check_triton_kernels()
     world = device_count(run.accelerator, run.devices) * run.num_nodes
     run.train.accumulation_steps(world)
     seq_len = run.train.max_seq_length or run.config.block_size
@@ -186,6 +188,18 @@ def check_run(method: Method, run: TrainingRun) -> Optional[Path]:
     run.data.check()
     method.check()
     return find_resume_dir(run.out_dir, run.resume)
+
+
+def check_triton_kernels() -> None:
+    """One-line errors when `--train.kernels triton` cannot run here (no triton package, no GPU)."""
+    try:
+        from extensions.triton._runtime import require_gpu
+    except ImportError as err:
+        raise ImportError(f"--train.kernels triton needs the triton package: pip install 'litgpt[triton]' ({err})")
+    try:
+        require_gpu()
+    except RuntimeError as err:
+        raise ValueError(f"--train.kernels triton: {err}") from None
 
 
 def make_fabric(run: TrainingRun, activation_checkpointing: bool):
@@ -307,7 +321,14 @@ class _Trainer:
         self.raw = model
         if t.activation_checkpointing and not self.is_fsdp:
             enable_activation_checkpointing(model)
-        self.fused_head = None if self.is_fsdp else install_fused_head(model)
+        self.loss_fn = fused_linear_cross_entropy
+        if t.kernels == "triton":
+            from extensions.triton.patch import enable
+
+            model, self.loss_fn = enable(model)
+        # the Triton loss never materialises the logits: worth it for any vocabulary
+        min_vocab = 0 if t.kernels == "triton" else None
+        self.fused_head = None if self.is_fsdp else install_fused_head(model, min_vocab=min_vocab)
         self.flops_per_token = _flops_per_token(model, self.seq_len)
         module = model
         if run.compile and not self.is_fsdp:
@@ -558,7 +579,7 @@ class _Trainer:
         finally:
             head.emit_hidden = False
         with self.fabric.autocast():
-            return fused_linear_cross_entropy(hidden, head.weight, head.bias, batch["labels"], self.ignore_index)
+            return self.loss_fn(hidden, head.weight, head.bias, batch["labels"], self.ignore_index)
 
     # ---------------------------------------------------------------------------------- validation
     @torch.no_grad()
