@@ -118,6 +118,17 @@ def build_parser(verb: str):
     return parser, fn
 
 
+def _fill_bare_flags(argv: list[str], bare: dict[str, str]) -> list[str]:
+    """Gives a flag that a verb allows without a value (e.g. `evaluate --tasks`) its default value."""
+    out = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
+        if arg.startswith("--") and arg[2:] in bare and (nxt is None or nxt.startswith("--")):
+            out.append(bare[arg[2:]])
+    return out
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the `litgpt` console script and `python -m litgpt`."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -136,7 +147,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     warnings.formatwarning = lambda message, category, *args, **kwargs: f"{category.__name__}: {message}\n"
     parser, fn = build_parser(verb)
-    args = parser.parse_args(rest)
+    args = parser.parse_args(_fill_bare_flags(rest, getattr(fn, "cli_bare_flags", {})))
     kwargs = parser.instantiate(args).as_dict()
     kwargs.pop("config", None)
     try:

@@ -7,6 +7,7 @@ The harness talks to `LitGPTLM` (`litgpt.eval.lm_eval_model`), which scores and 
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import fnmatch
 import functools
@@ -15,12 +16,13 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 import torch
 
 PERPLEXITY_TASK = "perplexity"
 LIST_WORDS = ("list", "help")
+DEVICE_NAMES = ("auto", "cpu", "cuda", "gpu", "mps")
 
 
 def evaluate(
@@ -76,41 +78,45 @@ def evaluate(
     if names is None:
         list_tasks(include_path)
         return None
-    settings = check_settings(checkpoint_dir, names, num_fewshot, batch_size, limit, data_dir, max_length, include_path)
+    settings = check_settings(checkpoint_dir, names, num_fewshot, batch_size, limit, seed, data_dir, max_length,
+                              include_path)
+    run_device, run_dtype = check_model_flags(device, dtype, quantize)
     wants_perplexity = PERPLEXITY_TASK in names
     harness_names = [n for n in names if n != PERPLEXITY_TASK]
-    manager = resolve_tasks(harness_names, include_path) if harness_names else None
+    manager, harness_names = resolve_tasks(harness_names, include_path) if harness_names else (None, [])
     files = None
     if wants_perplexity:
         from litgpt.eval.perplexity import text_files
 
         files = text_files(data_dir)
 
-    model, tokenizer, run_device, run_dtype, quantize = load_for_evaluation(checkpoint_dir, device, dtype, quantize)
-    if max_length is not None:
-        from litgpt.eval.perplexity import check_max_length
+    out_dir = Path(out_dir) if out_dir is not None else Path(checkpoint_dir) / "evaluate"
+    save_filepath = Path(save_filepath) if save_filepath is not None else out_dir / "results.json"
+    if save_filepath.is_dir():
+        raise ValueError(f"the results file {save_filepath} is a directory; pass a file name with --save_filepath")
 
-        check_max_length(model, max_length)
-    if access_token is not None:
-        os.environ["HF_TOKEN"] = access_token
-
+    model, tokenizer, quantize = load_for_evaluation(checkpoint_dir, run_device, run_dtype, quantize)
     rows: list[dict[str, Any]] = []
     raw: Optional[dict[str, Any]] = None
     if harness_names:
-        raw = run_harness(model, tokenizer, run_device, manager, harness_names, num_fewshot, batch_size, limit, seed,
-                          max_length)
+        with hf_token(access_token):
+            raw = run_harness(model, tokenizer, run_device, manager, harness_names, num_fewshot, batch_size, limit,
+                              seed, max_length)
         rows += harness_rows(raw)
     if wants_perplexity:
         rows += perplexity_rows(model, tokenizer, files, max_length, batch_size, run_device)
 
-    out_dir = Path(out_dir) if out_dir is not None else Path(checkpoint_dir) / "evaluate"
-    save_filepath = Path(save_filepath) if save_filepath is not None else out_dir / "results.json"
     payload = results_payload(checkpoint_dir, model, run_device, run_dtype, quantize, settings, rows, raw,
                               time.perf_counter() - started)
     write_json(save_filepath, payload)
     print(format_table(rows))
     print(f"Results saved to {save_filepath}")
     return payload
+
+
+# `litgpt evaluate CKPT --tasks` (the flag without a value) means `--tasks list`: a hint for the CLI, which builds
+# flags from the signature and would otherwise reject a flag without its value.
+evaluate.cli_bare_flags = {"tasks": "list"}
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -168,21 +174,31 @@ def _is_task_file(name: str) -> bool:
     return name.endswith((".yaml", ".yml")) and Path(name).is_file()
 
 
-def _unknown_names(names: list[str], known: list[str]) -> list[str]:
-    unknown = []
+def _is_pattern(name: str) -> bool:
+    return any(ch in name for ch in "*?[")
+
+
+def _expand(names: list[str], known: list[str]) -> tuple[list[str], list[str]]:
+    """(names with glob patterns replaced by the known names they match, names that are unknown)."""
+    expanded, unknown = [], []
     for name in names:
         if _is_task_file(name):
-            continue
-        if any(ch in name for ch in "*?["):
-            if not fnmatch.filter(known, name):
+            expanded.append(name)
+        elif _is_pattern(name):
+            matches = fnmatch.filter(known, name)
+            expanded += matches
+            if not matches:
                 unknown.append(name)
-        elif name not in known:
+        elif name in known:
+            expanded.append(name)
+        else:
             unknown.append(name)
-    return unknown
+    return list(dict.fromkeys(expanded)), unknown
 
 
-def resolve_tasks(names: list[str], include_path: Optional[Path] = None):
-    """The lm-eval `TaskManager` that knows every name; a one-line ValueError naming close matches otherwise.
+def resolve_tasks(names: list[str], include_path: Optional[Path] = None) -> tuple[Any, list[str]]:
+    """(an lm-eval `TaskManager` that knows every name, the names with glob patterns expanded); a one-line
+    ValueError naming close matches for an unknown name.
 
     Only `include_path` is indexed when it holds every name (fast); lm-eval's own tasks are indexed otherwise.
 
@@ -193,10 +209,11 @@ def resolve_tasks(names: list[str], include_path: Optional[Path] = None):
     key = _path_key(include_path)
     if include_path is not None or all(_is_task_file(n) for n in names):
         local = task_manager(key, include_defaults=False)
-        if not _unknown_names(names, local.all_tasks):
-            return local
+        expanded, unknown = _expand(names, local.all_tasks)
+        if not unknown:
+            return local, expanded
     manager = task_manager(key)
-    unknown = _unknown_names(names, manager.all_tasks)
+    expanded, unknown = _expand(names, manager.all_tasks)
     if unknown:
         hints = []
         for name in unknown:
@@ -206,7 +223,7 @@ def resolve_tasks(names: list[str], include_path: Optional[Path] = None):
             f"unknown task{'s' if len(unknown) > 1 else ''} {'; '.join(hints)}; run `litgpt evaluate CHECKPOINT_DIR "
             "--tasks list` for the available ones"
         )
-    return manager
+    return manager, expanded
 
 
 def _check_include_path(include_path: Path) -> None:
@@ -224,6 +241,7 @@ def check_settings(
     num_fewshot: Optional[int],
     batch_size: int,
     limit: Optional[float],
+    seed: int,
     data_dir: Optional[Path],
     max_length: Optional[int],
     include_path: Optional[Path],
@@ -232,6 +250,8 @@ def check_settings(
 
     Raises one-line errors for a checkpoint without weights, config or tokenizer, and for bad numbers.
     """
+    from litgpt.config import Config
+    from litgpt.eval.perplexity import check_int
     from litgpt.tokenizer import SENTENCEPIECE_MODEL, TOKENIZER_JSON
     from litgpt.utils import check_valid_checkpoint_dir
 
@@ -241,19 +261,23 @@ def check_settings(
             f"{checkpoint_dir} holds no tokenizer ({TOKENIZER_JSON} or {SENTENCEPIECE_MODEL}): copy the tokenizer "
             "files of the model it was trained from into it"
         )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    if num_fewshot is not None and (isinstance(num_fewshot, bool) or not isinstance(num_fewshot, int) or num_fewshot < 0):
-        raise ValueError(f"num_fewshot must be an integer >= 0, got {num_fewshot!r}")
+    check_int("batch_size", batch_size, 1)
+    if num_fewshot is not None:
+        check_int("num_fewshot", num_fewshot, 0)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0
                               or math.isinf(limit)):
         raise ValueError(f"limit must be a number > 0 (a count, or a fraction below 1), got {limit!r}")
-    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2):
-        raise ValueError(f"max_length must be an integer >= 2, got {max_length!r}")
+    if max_length is not None:
+        check_int("max_length", max_length, 2)
+        context = Config.from_file(checkpoint_dir / "model_config.yaml").block_size
+        if max_length > context:
+            raise ValueError(f"max_length={max_length} exceeds the model's context of {context} tokens")
     if PERPLEXITY_TASK in names and data_dir is None:
         raise ValueError(f"--tasks {PERPLEXITY_TASK} needs --data_dir, a folder of .txt files to score")
     if data_dir is not None and PERPLEXITY_TASK not in names:
         raise ValueError(f"--data_dir is read by the {PERPLEXITY_TASK} task only; add it to --tasks")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
     if include_path is not None:
         _check_include_path(include_path)
     return {
@@ -261,6 +285,7 @@ def check_settings(
         "num_fewshot": num_fewshot,
         "batch_size": batch_size,
         "limit": _limit_value(limit),
+        "seed": seed,
         "max_length": max_length,
         "data_dir": None if data_dir is None else str(Path(data_dir).resolve()),
         "include_path": None if include_path is None else str(Path(include_path).resolve()),
@@ -282,8 +307,12 @@ def resolve_eval_device(device: Optional[str]) -> torch.device:
     """
     from litgpt.api import resolve_device
 
-    if device is None or ":" not in str(device):
-        return resolve_device("auto" if device is None else str(device))
+    if device is None:
+        return resolve_device("auto")
+    if ":" not in str(device):
+        if str(device).lower() not in DEVICE_NAMES:
+            raise ValueError(f"device must be one of {', '.join(DEVICE_NAMES)} or cuda:N, got {device!r}")
+        return resolve_device(str(device))
     try:
         resolved = torch.device(str(device))
     except RuntimeError:
@@ -293,36 +322,75 @@ def resolve_eval_device(device: Optional[str]) -> torch.device:
     return resolved
 
 
-def load_for_evaluation(
-    checkpoint_dir: Path, device: Optional[str], dtype: Optional[str], quantize: Optional[str]
-) -> tuple[Any, Any, torch.device, torch.dtype, Optional[str]]:
-    """(model, tokenizer, device, dtype, quantization mode) for a checkpoint, loaded as `LLM.distribute` does.
+def check_model_flags(
+    device: Optional[str], dtype: Optional[str], quantize: Optional[str]
+) -> tuple[torch.device, torch.dtype]:
+    """(device, dtype) to run in, after checking that the device exists and runs `quantize` in that dtype.
 
-    The tokenizer is loaded first (a broken one fails before the weights are read); the weights are quantized
-    tensor by tensor while loading when `quantize` is set (or the folder was saved quantized).
+    Args:
+        device: cpu, cuda, cuda:N, mps, auto or None (auto).
+        dtype: float32, bfloat16, float16 (or bf16-true / 32-true ...), None for the device's default.
+        quantize: None or a mode of `litgpt.quantization.MODES`.
     """
     from litgpt.api import check_quantize, default_precision
-    from litgpt.quantization import check_quantize_supported, load_model
-    from litgpt.quantization.modes import read_quantization_file
-    from litgpt.tokenizer import Tokenizer
+    from litgpt.quantization import check_quantize_supported
     from litgpt.utils import parse_dtype
 
     check_quantize(quantize)
+    run_dtype = parse_dtype(dtype) if dtype is not None else None
     run_device = resolve_eval_device(device)
-    run_dtype = parse_dtype(dtype) if dtype is not None else parse_dtype(default_precision(run_device))
+    run_dtype = run_dtype or parse_dtype(default_precision(run_device))
     if run_device.type == "cuda" and run_dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
         raise ValueError("dtype bfloat16 is not supported by this GPU; use float16 or float32")
     check_quantize_supported(quantize, run_device, run_dtype)
+    return run_device, run_dtype
+
+
+def load_for_evaluation(
+    checkpoint_dir: Path, device: torch.device, dtype: torch.dtype, quantize: Optional[str]
+) -> tuple[Any, Any, Optional[str]]:
+    """(model, tokenizer, quantization mode) of a checkpoint, loaded as `LLM.distribute` loads it.
+
+    The tokenizer is loaded first (a broken one fails before the weights are read); the weights are quantized
+    tensor by tensor while loading when `quantize` is set (a folder saved by `litgpt quantize` loads as saved).
+
+    Args:
+        checkpoint_dir: the checkpoint folder.
+        device: where the model runs.
+        dtype: the compute dtype.
+        quantize: None or a mode of `litgpt.quantization.MODES`.
+    """
+    from litgpt.quantization import load_model
+    from litgpt.quantization.modes import read_quantization_file
+    from litgpt.tokenizer import Tokenizer
+
     tokenizer = Tokenizer(checkpoint_dir)
-    model = load_model(checkpoint_dir, quantize=quantize, dtype=run_dtype, device=run_device)
+    model = load_model(checkpoint_dir, quantize=quantize, dtype=dtype, device=device)
     if quantize is None:
         saved = read_quantization_file(checkpoint_dir)
         quantize = None if saved is None else saved.mode
-    return model, tokenizer, run_device, run_dtype, quantize
+    return model, tokenizer, quantize
 
 
 # ------------------------------------------------------------------------------------------------------------
 # running
+
+
+@contextlib.contextmanager
+def hf_token(access_token: Optional[str]) -> Iterator[None]:
+    """Sets HF_TOKEN (read by `datasets` for gated data sets) for the duration of the block, when given."""
+    if access_token is None:
+        yield
+        return
+    before = os.environ.get("HF_TOKEN")
+    os.environ["HF_TOKEN"] = access_token
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("HF_TOKEN", None)
+        else:
+            os.environ["HF_TOKEN"] = before
 
 
 def run_harness(
@@ -445,11 +513,9 @@ def results_payload(
             "checkpoint_dir": str(Path(checkpoint_dir).resolve()),
             "name": model.config.name,
             "context": model.max_seq_length,
-            "device": str(device),
-            "dtype": str(dtype).removeprefix("torch."),
-            "quantize": quantize,
         },
-        "settings": settings,
+        "settings": {**settings, "device": str(device), "dtype": str(dtype).removeprefix("torch."),
+                     "quantize": quantize},
         "versions": {"litgpt": package_version("litgpt"), "lm_eval": package_version("lm_eval"),
                      "torch": torch.__version__},
         "seconds": round(seconds, 3),

@@ -22,6 +22,7 @@ from lm_eval.api.model import LM
 from litgpt.eval.perplexity import (
     ScoreRow,
     batched,
+    check_int,
     check_max_length,
     compute_dtype,
     model_device,
@@ -76,10 +77,8 @@ class LitGPTLM(LM):
             progress: show tqdm progress bars.
         """
         super().__init__()
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        if isinstance(max_gen_toks, bool) or not isinstance(max_gen_toks, int) or max_gen_toks < 1:
-            raise ValueError(f"max_gen_toks must be an integer >= 1, got {max_gen_toks!r}")
+        check_int("batch_size", batch_size, 1)
+        check_int("max_gen_toks", max_gen_toks, 1)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -227,7 +226,7 @@ class LitGPTLM(LM):
         top_k = kwargs.pop("top_k", None)
         top_p = float(kwargs.pop("top_p", 1.0) or 1.0)
         for key in kwargs:
-            self._warn_once(f"gen_kwargs {key}", f"generation argument {key}={kwargs[key]!r} is not supported and ignored")
+            self._warn_once(key, f"generation argument {key}={kwargs[key]!r} is not supported and ignored")
         if not do_sample:
             temperature, top_k, top_p = 0.0, None, 1.0
         max_new = max(1, min(max_new, self.max_length - 1))

@@ -46,6 +46,18 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def check_int(name: str, value: object, minimum: int) -> None:
+    """A one-line ValueError unless `value` is an int (not a bool) >= `minimum`.
+
+    Args:
+        name: the argument's name, for the message.
+        value: the value to check.
+        minimum: the smallest valid value.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
 def compute_dtype(model: torch.nn.Module) -> torch.dtype:
     """The dtype the model computes in: that of its first floating-point parameter or buffer."""
     for tensor in list(model.parameters()) + list(model.buffers()):
@@ -83,9 +95,9 @@ def rolling_windows(
             context at the price of more windows.
     """
     stride = max_length if stride is None else stride
-    if max_length < 1:
-        raise ValueError(f"max_length must be >= 1, got {max_length}")
-    if not 1 <= stride <= max_length:
+    check_int("max_length", max_length, 1)
+    check_int("stride", stride, 1)
+    if stride > max_length:
         raise ValueError(f"stride must be between 1 and max_length={max_length}, got {stride}")
     full = ([prefix_id] if prefix_id is not None else []) + [int(t) for t in tokens]
     rows = []
@@ -116,13 +128,14 @@ def score_rows(
         device: where the model runs (default: where its weights are).
         progress: a tqdm progress bar with this description; None shows none.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_int("batch_size", batch_size, 1)
     device = device or model_device(model)
     unique = {row: None for row in rows if row.n_scored > 0}
     for row in unique:
         if len(row.tokens) - 1 > model.max_seq_length:
-            raise ValueError(f"a row of {len(row.tokens) - 1} inputs exceeds the model's context of {model.max_seq_length}")
+            raise ValueError(
+                f"a row of {len(row.tokens) - 1} inputs exceeds the model's context of {model.max_seq_length}"
+            )
         if row.n_scored > len(row.tokens) - 1:
             raise ValueError(f"a row scores {row.n_scored} tokens but holds only {len(row.tokens) - 1} targets")
     order = sorted(unique, key=lambda r: len(r.tokens), reverse=True)
@@ -248,8 +261,7 @@ def check_max_length(model: GPT, max_length: Optional[int]) -> int:
     context = model.max_seq_length
     if max_length is None:
         return context
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
-        raise ValueError(f"max_length must be an integer >= 2, got {max_length!r}")
+    check_int("max_length", max_length, 2)
     if max_length > context:
         raise ValueError(f"max_length={max_length} exceeds the model's context of {context} tokens")
     return max_length
