@@ -86,6 +86,13 @@ def _empty_module(spec: QuantSpec, in_features: int, out_features: int, bias: bo
         )
 
 
+def _plain_cpu_path_for_partial_blocks(module: nn.Module, in_features: int, device: torch.device) -> None:
+    # bitsandbytes' packed CPU inference kernel for 4-bit layers needs whole quantization blocks per row (it
+    # fails on the first forward otherwise); its plain path handles any size
+    if device.type == "cpu" and in_features % module.weight.blocksize and hasattr(module, "support_avx512bf16_for_cpu"):
+        module.support_avx512bf16_for_cpu = False
+
+
 def bnb_linear(
     spec: QuantSpec,
     weight: torch.Tensor,
@@ -115,6 +122,7 @@ def bnb_linear(
             compress_statistics=spec.double_quant, quant_type=spec.bnb_type, module=module,
         )
         module.weight = param.to(device)
+        _plain_cpu_path_for_partial_blocks(module, in_features, device)
     if bias is not None:
         module.bias = nn.Parameter(bias.detach().to(device=device, dtype=dtype, copy=True), requires_grad=False)
     return module
@@ -177,6 +185,7 @@ def bnb_linear_from_state(
                 f"{prefix}weight holds a {tuple(module.weight.quant_state.shape)} matrix, the model config "
                 f"expects {(out_features, in_features)}"
             )
+        _plain_cpu_path_for_partial_blocks(module, in_features, device)
     if has_bias:
         bias = state[prefix + "bias"].to(device=device, dtype=dtype, copy=True)
         module.bias = nn.Parameter(bias, requires_grad=False)
