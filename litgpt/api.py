@@ -300,6 +300,10 @@ class LLM:
             self.model = quantize_model(self.model.to(device=device, dtype=dtype), quantize, dtype=dtype, device=device)
         else:
             self.model = self.model.to(device=device, dtype=dtype).eval()
+        if device.type == "cpu":
+            from litgpt.generate.cpu import use_matvec_linears
+
+            use_matvec_linears(self.model)  # batch-1 decode steps read the weights ~1.5x faster
         self.quantize = quantize if quantize is not None else (saved.mode if saved is not None else None)
         self.device, self.precision = device, precision
         self.fixed_kv_cache_size = fixed_kv_cache_size
