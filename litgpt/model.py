@@ -308,17 +308,7 @@ class CausalSelfAttention(nn.Module):
         input_pos: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         cfg = self.config
-        B, T, _ = x.shape
-        hs, nh, ng = cfg.head_size, cfg.n_head, cfg.n_query_groups
-        qkv = self.qkv(x)  # (B, T, (nh + 2 ng) hs)
-        q, k, v = qkv.split((nh * hs, ng * hs, ng * hs), dim=-1)
-        if cfg.norm_qk and cfg.norm_qk_type == "olmo2":
-            q, k = self.norm_q(q), self.norm_k(k)
-        q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, ng, hs).transpose(1, 2)  # (B, ng, T, hs)
-        v = v.view(B, T, ng, hs).transpose(1, 2)  # (B, ng, T, hs)
-        if cfg.norm_qk and cfg.norm_qk_type != "olmo2":
-            q, k = self.norm_q(q), self.norm_k(k)
+        q, k, v = self.qkv_heads(x)
 
         n_rope = cfg.rope_n_elem
         if n_rope > 0:
@@ -333,6 +323,23 @@ class CausalSelfAttention(nn.Module):
 
         y = self.attend(q, k, v, mask)  # (B, T, nh, hs)... returned as (B, T, nh * hs)
         return self.proj(y)
+
+    def qkv_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Projects x (B, T, C) to query (B, nh, T, hs), key and value (B, ng, T, hs) heads, with the qk norms
+        applied and before RoPE (adapters project their prefix through it too)."""
+        cfg = self.config
+        B, T, _ = x.shape
+        hs, nh, ng = cfg.head_size, cfg.n_head, cfg.n_query_groups
+        qkv = self.qkv(x)  # (B, T, (nh + 2 ng) hs)
+        q, k, v = qkv.split((nh * hs, ng * hs, ng * hs), dim=-1)
+        if cfg.norm_qk and cfg.norm_qk_type == "olmo2":
+            q, k = self.norm_q(q), self.norm_k(k)
+        q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, ng, hs).transpose(1, 2)  # (B, ng, T, hs)
+        v = v.view(B, T, ng, hs).transpose(1, 2)  # (B, ng, T, hs)
+        if cfg.norm_qk and cfg.norm_qk_type != "olmo2":
+            q, k = self.norm_q(q), self.norm_k(k)
+        return q, k, v
 
     def apply_rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """RoPE on the first `rope_n_elem` features of each head of x (B, heads, T, hs); kernels override it."""

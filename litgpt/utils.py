@@ -93,8 +93,12 @@ def load_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
 
 
 def load_checkpoint(model: torch.nn.Module, path: PathLike, strict: bool = True) -> None:
-    """Loads `lit_model.pth` into `model`; names missing or unexpected keys in one line when strict."""
+    """Loads `lit_model.pth` into `model`; names missing or unexpected keys in one line when strict. The folder
+    of an adapter run (with `adapter.yaml`) first gives the model its adapter modules."""
     state = load_state_dict(path)
+    from litgpt.adapter import apply_peft_files
+
+    apply_peft_files(model, Path(path).parent)
     if strict:
         check_state_dict_matches(model.state_dict(), state, path)
     config = getattr(model, "config", None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 
@@ -24,7 +24,9 @@ class FullFinetuning(Method):
         self.checkpoint_dir = Path(checkpoint_dir)
 
     def check(self) -> None:
-        check_valid_checkpoint_dir(self.checkpoint_dir)
+        from litgpt.adapter import check_base_checkpoint
+
+        check_base_checkpoint(self.checkpoint_dir)  # not a folder of PEFT weights only, nor an adapter run's
 
     def build_model(self, config: Config) -> GPT:
         """The checkpoint's model: built on the meta device, then its weights assigned (no random init)."""
@@ -54,9 +56,11 @@ def run_finetuning(
     accelerator: str,
     compile: bool,
     hyperparameters: dict[str, Any],
+    extra_files: Optional[Callable[[Path], None]] = None,
 ) -> Optional[Path]:
     """Checks the checkpoint folder, defaults the data to Alpaca, and trains with `fit`.
 
+    `extra_files(folder)` writes the method's own files into every checkpoint folder (e.g. `adapter.yaml`).
     Returns the final checkpoint folder (on rank 0).
     """
     checkpoint_dir = check_valid_checkpoint_dir(checkpoint_dir)
@@ -69,6 +73,6 @@ def run_finetuning(
         verb=verb, config=config, data=data, tokenizer_dir=checkpoint_dir, out_dir=Path(out_dir), train=train,
         eval=eval, log=log, optimizer=optimizer, precision=precision, devices=devices, num_nodes=num_nodes,
         strategy=strategy, accelerator=accelerator, compile=compile, resume=resume, seed=seed,
-        logger_name=logger_name, hyperparameters=hyperparameters,
+        logger_name=logger_name, hyperparameters=hyperparameters, extra_files=extra_files,
     )
     return fit(method, run)

@@ -59,6 +59,7 @@ class Method:
     - `mark_trainable(model)`: sets `requires_grad` (default: every parameter trains).
     - `model_files(state_dict, final)`: file name -> state dict written into a checkpoint folder.
     - `resume_state_dict(folder)`: (state dict, strict) to load when resuming from a step folder.
+    - `checkpoint_state(model)`: the tensors checkpoints need, when not the whole state dict (PEFT methods).
     - `check()`: one-line errors about the verb's own inputs, before any work.
     """
 
@@ -85,6 +86,11 @@ class Method:
         from litgpt.utils import load_state_dict
 
         return load_state_dict(folder / "lit_model.pth"), True
+
+    def checkpoint_state(self, model: GPT) -> Optional[dict[str, torch.Tensor]]:
+        """The tensors `model_files` needs, on the CPU, when the method can name them itself on one process
+        (e.g. only the trainable ones); None: the whole state dict, gathered as FSDP needs."""
+        return None
 
 
 @dataclass
@@ -426,9 +432,12 @@ class _Trainer:
         while stopped_by is None:
             sampler = StepSampler(self.n_train, t.global_batch_size, t.micro_batch_size, self.world,
                                   fabric.global_rank, run.seed, self.state.epoch, self.state.step_in_epoch)
+            # the loader draws its workers' seed from its own generator, not from the global one that dropout
+            # uses: a run resumed mid-epoch then draws the same random numbers as an uninterrupted one
             loader = torch.utils.data.DataLoader(
                 run.data.train_dataset, batch_sampler=sampler, collate_fn=run.data.collate,
                 num_workers=getattr(run.data, "loader_workers", 0),
+                generator=torch.Generator().manual_seed(run.seed + self.state.epoch),
             )
             micro_batches: list[dict[str, torch.Tensor]] = []
             for batch in loader:
@@ -646,9 +655,13 @@ class _Trainer:
 
     # ---------------------------------------------------------------------------------- checkpoints
     def _model_state(self) -> dict[str, torch.Tensor]:
-        """The full model state dict on rank 0 (gathered from the shards under FSDP; {} on other ranks)."""
+        """The tensors checkpoints need on rank 0: the method's own selection (`Method.checkpoint_state`), else
+        the full model state dict (gathered from the shards under FSDP; {} on other ranks)."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
+        own = None if self.is_fsdp else self.method.checkpoint_state(self.raw)
+        if own is not None:
+            return own
         state = get_model_state_dict(self.raw, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         return {k: v for k, v in state.items() if not k.endswith("._extra_state")}
 

@@ -1,0 +1,258 @@
+"""LLaMA-Adapter (Zhang et al. 2023) and LLaMA-Adapter v2 (Gao et al. 2023) for any `GPT`, by injection.
+
+Adapter: from layer `start_layer` on, each attention layer gets a learned prefix of `prompt_length` vectors.
+The prefix goes through the layer's own qkv projection (and qk norms, without RoPE) to prefix keys and
+values; every query attends to them on its own (no causal mask, its own softmax), and the result is added
+to the attention output through a per-head gate that starts at zero, so the injected model computes exactly
+what the base model computes.
+
+Adapter v2 adds, on top, a learnable bias and scale to every linear layer (y = scale * (base(x) + bias),
+starting at bias 0 and scale 1) and trains the norms' weights.
+
+As with LoRA (`litgpt.lora`), modules keep their class and names: the attention layer and the linears are
+switched to subclasses of their own classes, so the base weights keep their checkpoint names.
+
+Checkpoint folders: step folders hold `lit_model.pth.adapter` (the trainable tensors only); the final folder
+also holds the full `lit_model.pth` (base + adapter tensors). Both hold `adapter.yaml`, which says which
+adapter the weights need; `apply_peft_files(model, folder)` gives a plain GPT those modules before loading,
+which `litgpt.utils.load_checkpoint` does for every folder, so generate, chat, serve and `LLM.load` read an
+adapter run's final folder like any other checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import yaml
+
+from litgpt.lora import LORA_FILE, extend_module, linear_sites
+from litgpt.model import RMSNorm
+
+ADAPTER_FILE = "lit_model.pth.adapter"
+"""The trainable tensors of an adapter run's checkpoint folder."""
+ADAPTER_CONFIG = "adapter.yaml"
+"""Which adapter a checkpoint folder's weights need (method, prompt length, start layer, base checkpoint)."""
+ADAPTER_KEYS = ("adapter_prefix", "adapter_gate", "adapter_bias", "adapter_scale")
+METHODS = {"v1": "adapter", "v2": "adapter_v2"}
+
+
+@dataclass(frozen=True)
+class AdapterSettings:
+    """Which adapter and where: `version` "v1" (LLaMA-Adapter) or "v2" (LLaMA-Adapter v2)."""
+
+    version: Literal["v1", "v2"] = "v1"
+    prompt_length: int = 10
+    """Prefix vectors per adapted layer."""
+    start_layer: int = 2
+    """First layer that gets a prefix (LLaMA-Adapter leaves the lowest layers alone)."""
+
+    @property
+    def method(self) -> str:
+        """"adapter" or "adapter_v2" (the verb's suffix)."""
+        return METHODS[self.version]
+
+    def validate(self, n_layer: Optional[int] = None) -> "AdapterSettings":
+        """Raises a one-line ValueError for a bad setting (`n_layer`: the model's, if known); returns self."""
+        if self.version not in METHODS:
+            raise ValueError(f"adapter version must be 'v1' or 'v2', got {self.version!r}")
+        if isinstance(self.prompt_length, bool) or not isinstance(self.prompt_length, int) or self.prompt_length < 1:
+            raise ValueError(f"adapter_prompt_length must be an integer >= 1, got {self.prompt_length!r}")
+        if isinstance(self.start_layer, bool) or not isinstance(self.start_layer, int) or self.start_layer < 0:
+            raise ValueError(f"adapter_start_layer must be an integer >= 0, got {self.start_layer!r}")
+        if n_layer is not None and self.start_layer >= n_layer:
+            raise ValueError(
+                f"adapter_start_layer={self.start_layer} leaves no layer for the adapter prefix: the model has "
+                f"{n_layer} layers (0 to {n_layer - 1})"
+            )
+        return self
+
+
+# --------------------------------------------------------------------------------------------------------
+# the adapted modules
+
+
+class AdapterAttention:
+    """Mixin of an attention layer with a gated, learned prefix (`extend_module(attn, AdapterAttention)`)."""
+
+    adapter_prefix: nn.Parameter
+    adapter_gate: nn.Parameter
+
+    def init_adapter(self, prompt_length: int) -> None:
+        """Adds the prefix (prompt_length, n_embd), N(0, 1) like token vectors, and the per-head gate (zero)."""
+        device = self.qkv.weight.device
+        self.adapter_prefix = nn.Parameter(torch.empty(prompt_length, self.config.n_embd, device=device))
+        self.adapter_gate = nn.Parameter(torch.zeros(self.config.n_head, device=device))
+        nn.init.normal_(self.adapter_prefix)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """The layer's attention plus the gated attention of every query to the prefix: (B, T, nh * hs)."""
+        return super().attend(q, k, v, *args, **kwargs) + self.prefix_attention(q)
+
+    def prefix_attention(self, q: torch.Tensor) -> torch.Tensor:
+        """gate * softmax(q pk^T * scale) pv for queries q (B, nh, T, hs), as (B, T, nh * hs)."""
+        cfg = self.config
+        B, nh, T, hs = q.shape
+        _, pk, pv = self.qkv_heads(self.adapter_prefix.unsqueeze(0))  # (1, ng, L, hs), no RoPE
+        pk, pv = pk.to(q.dtype).expand(B, -1, -1, -1), pv.to(q.dtype).expand(B, -1, -1, -1)
+        scale = 1.0 / math.sqrt(cfg.attention_scores_scalar or hs)
+        if cfg.attention_logit_softcapping is None:
+            y = F.scaled_dot_product_attention(q, pk, pv, scale=scale, enable_gqa=nh != pk.size(1))
+        else:
+            everything = torch.ones(T, pk.size(2), dtype=torch.bool, device=q.device)
+            y = self._eager_attention(q, pk, pv, everything, scale, cfg.attention_logit_softcapping)
+        y = y * self.adapter_gate.to(y.dtype).view(1, nh, 1, 1)
+        return y.transpose(1, 2).reshape(B, T, nh * hs)
+
+
+class AdapterV2Linear:
+    """Mixin of a linear layer with a learnable bias and scale: y = scale * (base(x) + bias)."""
+
+    adapter_bias: nn.Parameter
+    adapter_scale: nn.Parameter
+
+    def init_adapter_v2(self) -> None:
+        """Adds bias (out,) = 0 and scale (out,) = 1, in float32 on the weight's device."""
+        device = self.weight.device
+        self.adapter_bias = nn.Parameter(torch.zeros(self.out_features, device=device))
+        self.adapter_scale = nn.Parameter(torch.ones(self.out_features, device=device))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = super().forward(x)
+        return (y + self.adapter_bias.to(y.dtype)) * self.adapter_scale.to(y.dtype)
+
+
+def is_norm(module: nn.Module) -> bool:
+    """Whether `module` is one of the model's norms (RMSNorm or LayerNorm)."""
+    return isinstance(module, (RMSNorm, nn.LayerNorm))
+
+
+# --------------------------------------------------------------------------------------------------------
+# model-level operations
+
+
+def inject_adapter(model: nn.Module, settings: AdapterSettings) -> list[str]:
+    """Adds the adapter of `settings` to a built GPT in place; returns the names of the new parameters.
+
+    The injected model computes exactly what it computed before (zero gates; v2: bias 0, scale 1).
+
+    Args:
+        model: a built `GPT` (any family, any device, meta included; bitsandbytes-quantized too).
+        settings: version, prompt length and start layer.
+    """
+    settings.validate(model.config.n_layer)
+    if any(isinstance(m, (AdapterAttention, AdapterV2Linear)) for m in model.modules()):
+        raise ValueError("the model already has adapter weights")
+    for block in list(model.transformer.h)[settings.start_layer:]:
+        extend_module(block.attn, AdapterAttention).init_adapter(settings.prompt_length)
+    if settings.version == "v2":
+        for site in linear_sites(model):
+            extend_module(site.module, AdapterV2Linear).init_adapter_v2()
+    return [name for name, _ in model.named_parameters() if is_adapter_key(name)]
+
+
+def is_adapter_key(key: str) -> bool:
+    """Whether a state-dict key / parameter name is an adapter tensor (prefix, gate, v2 bias or scale)."""
+    return key.rsplit(".", 1)[-1] in ADAPTER_KEYS
+
+
+def adapter_trainable_names(model: nn.Module, settings: AdapterSettings) -> list[str]:
+    """The parameters an adapter run trains: the adapter tensors and, for v2, the norms' weights."""
+    names = [name for name, _ in model.named_parameters() if is_adapter_key(name)]
+    if settings.version == "v2":
+        for module_name, module in model.named_modules():
+            if is_norm(module):
+                names += [f"{module_name}.{p}" for p, _ in module.named_parameters(recurse=False)]
+    return names
+
+
+def mark_only_adapter_as_trainable(model: nn.Module, settings: AdapterSettings) -> list[str]:
+    """Freezes everything except what `adapter_trainable_names` lists; returns those names."""
+    trainable = set(adapter_trainable_names(model, settings))
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in trainable)
+    return sorted(trainable)
+
+
+def combine_adapter_weights(
+    base_state: dict[str, torch.Tensor], adapter_state: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The full state dict of an adapted model: the base's tensors with the run's trained ones (adapter tensors,
+    v2 norms) added or replacing them, in the base's floating dtype."""
+    dtype = next((t.dtype for t in base_state.values() if t.is_floating_point()), torch.float32)
+    full = dict(base_state)
+    for key, value in adapter_state.items():
+        full[key] = value.to(dtype) if value.is_floating_point() else value
+    return full
+
+
+# --------------------------------------------------------------------------------------------------------
+# checkpoint folders
+
+
+def write_adapter_config(folder: Union[str, Path], settings: AdapterSettings, checkpoint_dir: Union[str, Path]) -> Path:
+    """Writes `adapter.yaml` (method, prompt length, start layer, base checkpoint) into `folder`."""
+    data = {"method": settings.method, "adapter_prompt_length": settings.prompt_length,
+            "adapter_start_layer": settings.start_layer, "checkpoint_dir": str(checkpoint_dir)}
+    path = Path(folder) / ADAPTER_CONFIG
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def read_adapter_config(folder: Union[str, Path]) -> Optional[tuple[AdapterSettings, dict[str, Any]]]:
+    """The settings in a folder's `adapter.yaml` and the file's data; None when there is no such file."""
+    path = Path(folder) / ADAPTER_CONFIG
+    if not path.is_file():
+        return None
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path} is not valid YAML ({str(err).splitlines()[0]})") from None
+    versions = {method: version for version, method in METHODS.items()}
+    if not isinstance(data, dict) or data.get("method") not in versions:
+        raise ValueError(f"{path} must be a mapping whose 'method' is 'adapter' or 'adapter_v2'")
+    settings = AdapterSettings(versions[data["method"]], data.get("adapter_prompt_length", 10),
+                               data.get("adapter_start_layer", 2))
+    return settings.validate(), data
+
+
+def apply_peft_files(model: nn.Module, checkpoint_dir: Union[str, Path]) -> bool:
+    """Gives `model` the adapter modules the weights of `checkpoint_dir` need (from its `adapter.yaml`), before
+    they are loaded; returns whether it did. A folder without `adapter.yaml` (a plain or merged LoRA
+    checkpoint) and a model that has its adapter already are left alone."""
+    found = read_adapter_config(checkpoint_dir)
+    if found is None or any(isinstance(m, AdapterAttention) for m in model.modules()):
+        return False
+    settings, _ = found
+    settings.validate(model.config.n_layer)
+    inject_adapter(model, settings)
+    return True
+
+
+def check_base_checkpoint(checkpoint_dir: Union[str, Path]) -> Path:
+    """Raises a one-line error unless `checkpoint_dir` is a full checkpoint a PEFT run can start from: not a
+    folder of PEFT weights only (a step folder: run `litgpt merge_lora` on it first), nor an adapter run's
+    folder (its weights need the adapter modules)."""
+    from litgpt.utils import check_valid_checkpoint_dir
+
+    folder = Path(checkpoint_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"checkpoint directory {folder} does not exist")
+    peft_only = [name for name in (LORA_FILE, ADAPTER_FILE) if (folder / name).is_file()]
+    if peft_only and not (folder / "lit_model.pth").is_file():
+        raise FileNotFoundError(
+            f"{folder} holds only finetuned {peft_only[0]} weights, not a full lit_model.pth: run "
+            f"`litgpt merge_lora {folder}` to merge them with their base checkpoint first"
+        )
+    if (folder / ADAPTER_CONFIG).is_file():
+        raise ValueError(
+            f"{folder} is an adapter finetuning checkpoint ({ADAPTER_CONFIG}), not a base checkpoint: pass the "
+            "checkpoint it was finetuned from (checkpoint_dir in its adapter.yaml)"
+        )
+    return check_valid_checkpoint_dir(folder)
+
