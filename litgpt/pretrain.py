@@ -14,7 +14,7 @@ from litgpt.data.base import DataModule
 from litgpt.model import GPT
 from litgpt.train.args import EvalArgs, LoggerName, LogArgs, Precision, Strategy, TrainArgs
 from litgpt.train.loop import Method, TrainingRun, fit
-from litgpt.utils import TOKENIZER_FILES, check_valid_checkpoint_dir, load_checkpoint
+from litgpt.utils import TOKENIZER_FILES, load_checkpoint
 
 
 def init_weights(model: GPT) -> None:
@@ -51,7 +51,9 @@ class Pretraining(Method):
 
     def check(self) -> None:
         if self.initial_checkpoint_dir is not None:
-            check_valid_checkpoint_dir(self.initial_checkpoint_dir)
+            from litgpt.adapter import check_base_checkpoint
+
+            check_base_checkpoint(self.initial_checkpoint_dir)
 
     def build_model(self, config: Config) -> GPT:
         if self.initial_checkpoint_dir is None:

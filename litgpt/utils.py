@@ -148,8 +148,20 @@ def check_valid_checkpoint_dir(checkpoint_dir: PathLike, model_filename: str = "
         hint = ""
         if any(checkpoint_dir.glob("*.safetensors")) or any(checkpoint_dir.glob("pytorch_model*.bin")):
             hint = f"; it holds Hugging Face weights: run `litgpt convert_to_litgpt {checkpoint_dir}` first"
+        elif any((checkpoint_dir / f"{model_filename}.{kind}").is_file() for kind in ("lora", "adapter")):
+            hint = f"; it holds only finetuned PEFT weights: run `litgpt merge_lora {checkpoint_dir}` first"
         raise FileNotFoundError(f"{checkpoint_dir} is missing {', '.join(missing)}{hint}")
     return checkpoint_dir
+
+
+def return_freed_memory() -> None:
+    """Hands heap memory freed by temporaries back to the OS (glibc's malloc_trim; a no-op elsewhere)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def copy_config_files(source_dir: PathLike, out_dir: PathLike) -> list[Path]:

@@ -207,3 +207,14 @@ def test_merge_and_export_name_what_is_missing(checkpoint, tmp_path, capsys):
     assert "recorded in" in capsys.readouterr().err and not (run / "lit_model.pth").exists()
     assert cli.main(["export_peft", str(checkpoint)]) == 1
     assert "has no lit_model.pth.lora" in capsys.readouterr().err
+
+
+def test_a_folder_of_peft_weights_only_points_to_merge_lora(tmp_path):
+    from litgpt.utils import check_valid_checkpoint_dir
+
+    step = tmp_path / "step-000010"
+    step.mkdir()
+    (step / "model_config.yaml").write_text("name: tiny\n")
+    (step / "lit_model.pth.lora").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match=r"only finetuned PEFT weights: run `litgpt merge_lora .*step-000010` first"):
+        check_valid_checkpoint_dir(step)

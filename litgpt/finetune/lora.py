@@ -216,9 +216,9 @@ class PEFTFinetuning(Method):
         peft = {k: v for k, v in state_dict.items() if k in self.trainable}
         files = {self.peft_file: peft}
         if final:
-            from litgpt.quantization.loading import _return_freed_memory
+            from litgpt.utils import return_freed_memory
 
-            _return_freed_memory()  # the heap's freed activations go back to the OS before the base is read again
+            return_freed_memory()  # the heap's freed activations go back to the OS before the base is read again
             base = load_state_dict(self.checkpoint_dir / "lit_model.pth")
             files["lit_model.pth"] = self.full_weights(base, peft)
         return files

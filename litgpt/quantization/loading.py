@@ -35,7 +35,9 @@ from litgpt.quantization.portable import (
     quantize_int4,
     quantize_int8,
 )
-from litgpt.utils import check_state_dict_matches, check_valid_checkpoint_dir, load_state_dict, parse_dtype
+from litgpt.utils import (
+    check_state_dict_matches, check_valid_checkpoint_dir, load_state_dict, parse_dtype, return_freed_memory,
+)
 
 EMBEDDING = "transformer.wte"
 HEAD = "lm_head"
@@ -301,17 +303,7 @@ def _fill(
     model.eval()
     model.requires_grad_(False)
     if spec is not None and device.type == "cpu":
-        _return_freed_memory()
-
-
-def _return_freed_memory() -> None:
-    """Hands the heap memory freed by the quantization temporaries back to the OS (glibc only; else a no-op)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+        return_freed_memory()
 
 
 def _is_quantized_module(module: nn.Module) -> bool:
