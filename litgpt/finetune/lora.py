@@ -62,10 +62,10 @@ def training_device(accelerator: str) -> torch.device:
 @functools.lru_cache(maxsize=None)
 def _bnb_trains_on(mode: str, device_type: str, dtype: torch.dtype) -> Optional[str]:
     """None if bitsandbytes back-propagates through a `mode` layer on this device in `dtype`, else why not."""
-    from litgpt.quantization.bnb import bnb_linear
+    from litgpt.quantization.bnb import bnb_linear, problem_of
     from litgpt.quantization.modes import parse_quantize
 
-    try:
+    def probe() -> Optional[str]:
         gen = torch.Generator().manual_seed(0)
         device = torch.device(device_type)
         layer = bnb_linear(parse_quantize(mode), torch.randn(64, 64, generator=gen), None, device, dtype)
@@ -73,12 +73,9 @@ def _bnb_trains_on(mode: str, device_type: str, dtype: torch.dtype) -> Optional[
         layer(x).float().sum().backward()
         if x.grad is None or not torch.isfinite(x.grad).all():
             return "no usable gradient through the quantized layer"
-    except ImportError:
-        raise
-    except Exception as err:
-        text = str(err).strip()
-        return text.splitlines()[0] if text else type(err).__name__
-    return None
+        return None
+
+    return problem_of(probe)
 
 
 def check_quantized_training(quantize: str, precision: str, device: torch.device, devices: Union[int, str],

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -202,7 +202,8 @@ def bnb_runs_on(mode: str, device_type: str, dtype: torch.dtype) -> Optional[str
 
     spec = parse_quantize(mode)
     device = torch.device(device_type)
-    try:
+
+    def probe() -> Optional[str]:
         gen = torch.Generator().manual_seed(0)
         w = torch.randn(64, 64, generator=gen)
         layer = bnb_linear(spec, w, torch.zeros(64), device, dtype)
@@ -211,9 +212,18 @@ def bnb_runs_on(mode: str, device_type: str, dtype: torch.dtype) -> Optional[str
         ref = x.float() @ w.to(device).T
         if not torch.isfinite(y).all() or float((y.float() - ref).norm() / ref.norm()) > 0.25:
             return "its output is wrong on this device"
+        return None
+
+    return problem_of(probe)
+
+
+def problem_of(probe: Callable[[], Optional[str]]) -> Optional[str]:
+    """Runs `probe` (a try-out of a bitsandbytes layer); returns what it returns, or the first line of the error
+    it raised (an ImportError, bitsandbytes missing, propagates)."""
+    try:
+        return probe()
     except ImportError:
         raise
     except Exception as err:
         text = str(err).strip()
         return text.splitlines()[0] if text else type(err).__name__
-    return None
