@@ -71,36 +71,46 @@ def run_adapter_verb(version: Literal["v1", "v2"], hyperparameters: dict) -> Opt
                 extra_files=method.write_config)
 
 
-def finetune_adapter(
-    checkpoint_dir: Path,
-    out_dir: Path = Path("out/finetune/adapter"),
-    precision: Optional[Precision] = None,
-    quantize: Optional[QLoRAMode] = None,
-    devices: Union[int, str] = 1,
-    num_nodes: int = 1,
-    resume: Union[bool, Literal["auto"], Path] = False,
-    adapter_prompt_length: int = 10,
-    adapter_start_layer: int = 2,
-    data: Optional[DataModule] = None,
-    train: TrainArgs = TrainArgs(
-        save_interval=1000, log_interval=1, global_batch_size=16, micro_batch_size=1, lr_warmup_steps=100,
-        epochs=5, max_seq_length=None,
-    ),
-    eval: EvalArgs = EvalArgs(interval=100, max_new_tokens=100, max_iters=100),
-    log: LogArgs = LogArgs(),
-    optimizer: Union[str, dict] = "AdamW",
-    logger_name: LoggerName = "csv",
-    seed: int = 1337,
-    access_token: Optional[str] = None,
-    strategy: Strategy = "auto",
-    accelerator: str = "auto",
-    compile: bool = False,
-) -> Optional[Path]:
-    """Finetune a checkpoint with LLaMA-Adapter: a learned prefix per layer, added through zero-initialised gates.
+def make_adapter_verb(version: Literal["v1", "v2"], default_out_dir: str, summary: str):
+    """The verb function of one adapter version: the same flags, its own default out_dir and description
+    (the CLI reads both from the returned function's signature and docstring)."""
 
-    Only the prefixes and gates train. `out_dir/step-*/` hold `lit_model.pth.adapter` (small; resumable);
-    `out_dir/final/` holds the full `lit_model.pth`, `adapter.yaml`, the config, tokenizer files and the data's
-    prompt style: generate, chat, serve and `LLM.load` read it like any checkpoint.
+    def verb(
+        checkpoint_dir: Path,
+        out_dir: Path = Path(default_out_dir),
+        precision: Optional[Precision] = None,
+        quantize: Optional[QLoRAMode] = None,
+        devices: Union[int, str] = 1,
+        num_nodes: int = 1,
+        resume: Union[bool, Literal["auto"], Path] = False,
+        adapter_prompt_length: int = 10,
+        adapter_start_layer: int = 2,
+        data: Optional[DataModule] = None,
+        train: TrainArgs = TrainArgs(
+            save_interval=1000, log_interval=1, global_batch_size=16, micro_batch_size=1, lr_warmup_steps=100,
+            epochs=5, max_seq_length=None,
+        ),
+        eval: EvalArgs = EvalArgs(interval=100, max_new_tokens=100, max_iters=100),
+        log: LogArgs = LogArgs(),
+        optimizer: Union[str, dict] = "AdamW",
+        logger_name: LoggerName = "csv",
+        seed: int = 1337,
+        access_token: Optional[str] = None,
+        strategy: Strategy = "auto",
+        accelerator: str = "auto",
+        compile: bool = False,
+    ) -> Optional[Path]:
+        return run_adapter_verb(version, dict(locals()))
+
+    verb.__doc__ = summary + ADAPTER_VERB_ARGS
+    return verb
+
+
+ADAPTER_VERB_ARGS = """
+
+    `out_dir/step-*/` hold `lit_model.pth.adapter` (small; resumable); `out_dir/final/` holds the full
+    `lit_model.pth`, `adapter.yaml`, the config, tokenizer files and the data's prompt style: generate, chat,
+    serve and `LLM.load` read it like any checkpoint.
 
     Args:
         checkpoint_dir: folder with lit_model.pth, model_config.yaml and the tokenizer (the base model).
@@ -127,7 +137,12 @@ def finetune_adapter(
         accelerator: auto, cpu, cuda (gpu) or mps.
         compile: compile the model with torch.compile.
     """
-    return run_adapter_verb("v1", dict(locals()))
 
+finetune_adapter = make_adapter_verb(
+    "v1", "out/finetune/adapter",
+    "Finetune a checkpoint with LLaMA-Adapter: a learned prefix per layer, added through zero-initialised gates.\n\n"
+    "    Only the prefixes and gates train.",
+)
+finetune_adapter.__name__ = finetune_adapter.__qualname__ = "finetune_adapter"
 
 setup = finetune_adapter  # LitGPT's Python name (`from litgpt.finetune.adapter import setup`)
