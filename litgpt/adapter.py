@@ -33,6 +33,7 @@ import yaml
 
 from litgpt.lora import LORA_FILE, extend_module, linear_sites
 from litgpt.model import RMSNorm
+from litgpt.utils import read_yaml
 
 ADAPTER_FILE = "lit_model.pth.adapter"
 """The trainable tensors of an adapter run's checkpoint folder."""
@@ -209,10 +210,7 @@ def read_adapter_config(folder: Union[str, Path]) -> Optional[tuple[AdapterSetti
     path = Path(folder) / ADAPTER_CONFIG
     if not path.is_file():
         return None
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path} is not valid YAML ({str(err).splitlines()[0]})") from None
+    data = read_yaml(path)
     versions = {method: version for version, method in METHODS.items()}
     if not isinstance(data, dict) or data.get("method") not in versions:
         raise ValueError(f"{path} must be a mapping whose 'method' is 'adapter' or 'adapter_v2'")

@@ -214,10 +214,9 @@ class Config:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as err:
-            raise ValueError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        from litgpt.utils import read_yaml
+
+        data = read_yaml(path)
         if not isinstance(data, dict):
             raise ValueError(f"{path} does not hold a mapping of Config fields")
         data.update(overrides)

@@ -93,15 +93,12 @@ class LoRASettings:
 
 def read_hyperparameters(folder: Union[str, Path]) -> dict[str, Any]:
     """The `hyperparameters.yaml` of a run's checkpoint folder (one-line errors for a missing or bad file)."""
-    import yaml
+    from litgpt.utils import read_yaml
 
     path = Path(folder) / "hyperparameters.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{folder} has no hyperparameters.yaml: is it a finetuning run's checkpoint folder?")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path} is not valid YAML ({str(err).splitlines()[0]})") from None
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path} does not hold a mapping")
     return data

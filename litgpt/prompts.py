@@ -705,10 +705,9 @@ def load_prompt_style(checkpoint_dir: Union[str, Path]) -> PromptStyle:
     path = Path(checkpoint_dir) / PROMPT_STYLE_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    from litgpt.utils import read_yaml
+
+    data = read_yaml(path)
     if not isinstance(data, dict) or not isinstance(data.get("class_path"), str):
         raise ValueError(f"{path} must hold a mapping with a 'class_path' (e.g. class_path: litgpt.prompts.Llama3)")
     class_path = data["class_path"]

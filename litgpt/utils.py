@@ -154,6 +154,16 @@ def check_valid_checkpoint_dir(checkpoint_dir: PathLike, model_filename: str = "
     return checkpoint_dir
 
 
+def read_yaml(path: PathLike) -> Any:
+    """The data of a YAML file; a one-line ValueError naming the file when it is not valid YAML."""
+    import yaml
+
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+
+
 def return_freed_memory() -> None:
     """Hands heap memory freed by temporaries back to the OS (glibc's malloc_trim; a no-op elsewhere)."""
     try:

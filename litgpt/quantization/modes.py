@@ -78,10 +78,9 @@ def read_quantization_file(checkpoint_dir: Union[str, Path]) -> Optional[QuantSp
     path = Path(checkpoint_dir) / QUANTIZATION_FILE
     if not path.is_file():
         return None
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path} is not valid YAML ({str(err).splitlines()[0]})") from None
+    from litgpt.utils import read_yaml
+
+    data = read_yaml(path)
     if not isinstance(data, dict) or "mode" not in data:
         raise ValueError(f"{path} must be a mapping with a 'mode' key")
     version = data.get("format_version", FORMAT_VERSION)
