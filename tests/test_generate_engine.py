@@ -21,6 +21,7 @@ from litgpt.generate.base import (
     sample,
 )
 from litgpt.tokenizer import Tokenizer
+from tests._gen_helpers import FAMILIES, shrunk
 from tests._tokenizers import make_hf_tokenizer
 
 
@@ -65,30 +66,6 @@ def test_batched_equals_alone_with_learned_absolute_positions():
     alone, batched = _alone_and_batched(model, prompts, 8)
     for a, b in zip(alone, batched):
         assert torch.equal(a, b)
-
-
-FAMILIES = [
-    "pythia-14m", "gpt2", "Llama-2-7b-hf", "Llama-3.2-1B", "Mistral-7B-v0.1", "Mixtral-8x7B-v0.1", "Gemma-2b",
-    "Gemma-2-2b", "Gemma-3-1b-it", "phi-1_5", "phi-2", "Phi-3-mini-4k-instruct", "phi-4", "Qwen2.5-0.5B",
-    "Qwen3-0.6B", "Qwen3-30B-A3B", "OLMo-1B-hf", "OLMo-2-1124-7B", "falcon-7b", "falcon-40b", "Falcon3-1B-Base",
-    "SmolLM2-135M", "tiny-llama-1.1b", "stablelm-base-alpha-3b", "stablelm-3b-4e1t", "salamandra-2b",
-    "open_llama_3b", "CodeLlama-7b-hf",
-]
-
-
-def shrunk(name: str) -> Config:
-    """The registry config `name` with tiny dimensions (its architectural switches kept)."""
-    full = Config.from_name(name)
-    groups = 4 if full.n_query_groups == full.n_head else (1 if full.n_query_groups == 1 else 2)
-    overrides = dict(n_layer=2, n_embd=64, n_head=4, head_size=16, n_query_groups=groups, intermediate_size=64,
-                     vocab_size=96, padded_vocab_size=96, block_size=48)
-    if full.sliding_window_size is not None:
-        overrides["sliding_window_size"] = 4
-    if full.n_expert:
-        overrides.update(n_expert=4, n_expert_per_token=2)
-    if full.moe_intermediate_size:
-        overrides["moe_intermediate_size"] = 32
-    return Config.from_name(name, **overrides)
 
 
 @pytest.mark.parametrize("name", FAMILIES)

@@ -23,6 +23,7 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import torch
 
+from litgpt.generate.cpu import native_decode_step
 from litgpt.model import GPT
 
 StopTokens = Sequence[Union[int, Sequence[int]]]
@@ -261,17 +262,19 @@ def generate_stream(
         generator: random generator for sampling (on the model's device).
         stop_check: `stop_check(row, token) -> bool`, called for each new token of a live row after the
             stop-token check; True finishes the row (e.g. a stop string appeared in its text).
-        step_fn: the decode step, e.g. from `compile_decode_step`; default `decode_one_token`.
+        step_fn: the decode step, e.g. from `compile_decode_step`; default: `litgpt.generate.cpu.native_decode_step`
+            where it can run (bfloat16 weights on an AVX512-BF16 CPU), else `decode_one_token`.
     """
     check_sampling_args(temperature, top_k, top_p, max_new_tokens)
     if not len(prompts):
         raise ValueError("prompts must not be empty (got an empty list)")
-    step_fn = step_fn or decode_one_token
     batch, lengths = right_pad(prompts)
     B, T = batch.shape
     device = batch.device
     uniform = bool((lengths == T).all())
     logits = prefill(model, batch, None if uniform else lengths - 1)
+    if step_fn is None:  # bfloat16 models on AVX512-BF16 CPUs take the native kernels, the rest the modules
+        step_fn = (native_decode_step(model) if device.type == "cpu" else None) or decode_one_token
     # positions of the next token: shared (1,) when all prompts have the same length, else per row (B, 1)
     input_pos = torch.tensor([T], device=device) if uniform else lengths.view(B, 1).clone()
     outputs: list[list[int]] = [[] for _ in range(B)]
