@@ -64,15 +64,18 @@ needs_kernels = pytest.mark.skipif(
 
 
 @needs_kernels
-@pytest.mark.parametrize("rows", [1, 3, 9])
-@pytest.mark.parametrize("k", [576, 577, 100, 31])
+@pytest.mark.parametrize("rows", [1, 3, 9, 20])
+@pytest.mark.parametrize("k", [576, 577, 100, 31, 64])
 def test_native_linear_matches_a_float32_matmul(rows, k):
     torch.manual_seed(0)
     w = torch.randn(37, k, dtype=torch.bfloat16)
     x = torch.randn(rows, k + 3, dtype=torch.bfloat16)[:, :k]  # rows with a leading dimension
     bias = torch.randn(37)
     y = torch.full((rows, 40), 7.0)
-    cpu.load_kernels().lg_linear(x.data_ptr(), rows, k + 3, w.data_ptr(), 37, k, bias.data_ptr(), y.data_ptr(), 40, 1)
+    pack = torch.zeros(-(-rows // 16) * 16 * k, dtype=torch.bfloat16)  # AMX (where present) packs rows here
+    cpu.load_kernels().lg_linear(
+        x.data_ptr(), rows, k + 3, w.data_ptr(), 37, k, bias.data_ptr(), y.data_ptr(), 40, 1, pack.data_ptr()
+    )
     expected = x.float() @ w.float().T + bias + 7.0
     torch.testing.assert_close(y[:, :37], expected, rtol=1e-5, atol=1e-4)
     assert (y[:, 37:] == 7.0).all()  # nothing written past the output columns
@@ -89,15 +92,15 @@ def _bf16_model_and_float32_twin(config):
     return model, twin
 
 
-def _errors_of_one_step(model, twin, per_row: bool):
+def _errors_of_one_step(model, twin, per_row: bool, B: int):
     """Relative max errors against the float32 twin of (native step, eager bf16 step) after a 7-token prefill."""
-    B, T = 3, 7
+    T = 7
     for m in (model, twin):
         m.set_kv_cache(B, 16)
     vocab = model.config.vocab_size
     idx = torch.randint(0, vocab, (B, T))
     token = torch.randint(0, vocab, (B, 1))
-    pos = torch.tensor([[T], [T - 2], [T - 1]]) if per_row else torch.tensor([T])
+    pos = torch.tensor([[T - r % 3] for r in range(B)]) if per_row else torch.tensor([T])
     with torch.no_grad():
         prefill(twin, idx)
         prefill(model, idx)
@@ -128,9 +131,9 @@ def test_native_step_is_closer_to_float32_than_the_eager_bf16_step(name):
     the float32 computation with the same weights as the eager bfloat16 step's are (it keeps the residual
     stream in float32), and within bfloat16 rounding of it."""
     model, twin = _bf16_model_and_float32_twin(shrunk(name))
-    for per_row in (False, True):
-        native, eager = _errors_of_one_step(model, twin, per_row)
-        assert native < 1e-2 and native <= 1.25 * eager + 1e-3, (per_row, native, eager)
+    for per_row, rows in [(False, 1), (True, 3), (True, 5)]:  # 5 rows: the AMX path where the CPU has one
+        native, eager = _errors_of_one_step(model, twin, per_row, rows)
+        assert native < 1e-2 and native <= 1.25 * eager + 1e-3, (per_row, rows, native, eager)
 
 
 def test_models_the_native_step_does_not_run_say_why():
@@ -201,3 +204,25 @@ def test_packing_in_huge_pages_keeps_parameters_and_values_and_saves_compactly(t
     state = _cpu_state_dict(model)  # what LLM.save writes: each tensor alone, not the whole buffer
     assert all(t.untyped_storage().nbytes() == t.nbytes for t in state.values())
     assert state["lm_head.weight"] is state["transformer.wte.weight"]
+
+
+@needs_kernels
+@pytest.mark.parametrize("name", ["SmolLM2-135M", "Gemma-2-2b", "gpt2", "phi-2"])
+def test_native_prefill_of_prompts_of_different_lengths_matches_float32(name, monkeypatch):
+    """All prompts' tokens in one pass (chunks of 5 rows here, so chunks split prompts): each prompt's last
+    logits and its keys / values in the cache match the float32 computation within bfloat16 rounding."""
+    monkeypatch.setattr(cpu.NativeDecoder, "prefill_rows", 5)
+    model, twin = _bf16_model_and_float32_twin(shrunk(name))
+    prompts = [torch.randint(0, model.config.vocab_size, (n,)) for n in (7, 2, 11)]
+    for m in (model, twin):
+        m.set_kv_cache(3, 16)
+    with torch.no_grad():
+        logits = cpu.native_decode_step(model).prefill(model, prompts)
+        for i, p in enumerate(prompts):
+            twin.set_kv_cache(1, 16)
+            expected = prefill(twin, p[None])[0]
+            assert ((logits[i] - expected).abs().max() / expected.abs().max()).item() < 1e-2
+            for a, b in zip(model.transformer.h, twin.transformer.h):
+                n = p.numel()
+                torch.testing.assert_close(a.attn.kv_cache.k[i, :, :n].float(), b.attn.kv_cache.k[0, :, :n], rtol=0.03, atol=0.03)
+                torch.testing.assert_close(a.attn.kv_cache.v[i, :, :n].float(), b.attn.kv_cache.v[0, :, :n], rtol=0.03, atol=0.03)

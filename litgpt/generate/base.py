@@ -272,9 +272,13 @@ def generate_stream(
     B, T = batch.shape
     device = batch.device
     uniform = bool((lengths == T).all())
-    logits = prefill(model, batch, None if uniform else lengths - 1)
-    if step_fn is None:  # bfloat16 models on AVX512-BF16 CPUs take the native kernels, the rest the modules
-        step_fn = (native_decode_step(model) if device.type == "cpu" else None) or decode_one_token
+    # bfloat16 models on AVX512-BF16 CPUs take the native kernels (prefill and steps), the rest the modules
+    native = native_decode_step(model) if step_fn is None and device.type == "cpu" else None
+    if native is not None:
+        logits = native.prefill(model, prompts)
+    else:
+        logits = prefill(model, batch, None if uniform else lengths - 1)
+    step_fn = step_fn or native or decode_one_token
     # positions of the next token: shared (1,) when all prompts have the same length, else per row (B, 1)
     input_pos = torch.tensor([T], device=device) if uniform else lengths.view(B, 1).clone()
     outputs: list[list[int]] = [[] for _ in range(B)]

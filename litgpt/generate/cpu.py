@@ -112,8 +112,10 @@ def pack_weights_in_huge_pages(model: nn.Module) -> bool:
 # building and loading the native kernels
 
 _KERNEL_SOURCE = Path(__file__).with_name("cpu_kernels.c")
-_KERNEL_FLAGS = ["-O3", "-shared", "-fPIC", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512bf16", "-mfma"]
-_CPU_FEATURES = ("avx512f", "avx512bw", "avx512_bf16")
+_KERNEL_FLAGS = [
+    "-O3", "-shared", "-fPIC", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mfma", "-mamx-tile", "-mamx-bf16",
+]
+_CPU_FEATURES = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16")
 _kernels: Optional[ctypes.CDLL] = None
 _kernels_problem: Optional[str] = None
 
@@ -180,7 +182,7 @@ def load_kernels() -> Optional[ctypes.CDLL]:
             _compile(compiler, path)
         lib = ctypes.CDLL(str(path))
         P, I64, I = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-        lib.lg_linear.argtypes = [P, I64, I64, P, I64, I64, P, P, I64, I]
+        lib.lg_linear.argtypes = [P, I64, I64, P, I64, I64, P, P, I64, I, P]
         lib.lg_linear.restype = None
         lib.lg_decode.argtypes = [ctypes.POINTER(_Step)]
         lib.lg_decode.restype = None
@@ -188,6 +190,8 @@ def load_kernels() -> Optional[ctypes.CDLL]:
             getattr(lib, name).restype = I64
             if getattr(lib, name)() != ctypes.sizeof(struct):
                 raise RuntimeError(f"{_KERNEL_SOURCE.name} and {__name__} disagree on the layout of {struct.__name__}")
+        if {"amx_bf16", "amx_tile"} <= _cpu_flags() and os.environ.get("LITGPT_CPU_AMX", "1") != "0":
+            lib.lg_amx_init()  # batched steps use the tile unit (else AVX512-BF16 only)
         _kernels = lib
     except (OSError, RuntimeError) as e:
         _kernels_problem = str(e)
@@ -232,11 +236,11 @@ class _Layer(ctypes.Structure):
 
 class _Step(ctypes.Structure):
     _fields_ = [
-        ("B", _I64), ("pos_stride", _I64), ("n_layer", _I64), ("n_embd", _I64), ("intermediate", _I64),
-        ("ids", _P), ("pos", _P), ("wte", _P), ("wpe", _P), ("embed_scale", _F32), ("layers", ctypes.POINTER(_Layer)),
+        ("B", _I64), ("n_layer", _I64), ("n_embd", _I64), ("intermediate", _I64),
+        ("ids", _P), ("pos", _P), ("crow", _P), ("out_rows", _P), ("n_out", _I64), ("wte", _P), ("wpe", _P), ("embed_scale", _F32), ("layers", ctypes.POINTER(_Layer)),
         ("ln_f", _Norm), ("head", _Linear), ("logits", _P),
         ("x", _P), ("tmp", _P), ("qkv", _P), ("a", _P), ("scratch", _P),
-        ("h", _P), ("h2", _P), ("att", _P), ("m", _P),
+        ("h", _P), ("h2", _P), ("att", _P), ("m", _P), ("pack", _P), ("max_threads", _I64),
     ]
 
 
@@ -281,6 +285,8 @@ class NativeDecoder:
     the KV cache were replaced.
     """
 
+    prefill_rows = 256  # prompt tokens per pass of a prefill
+
     def __init__(self, model: GPT, lib: ctypes.CDLL) -> None:
         cfg = model.config
         self.lib = lib
@@ -291,28 +297,53 @@ class NativeDecoder:
         mlp0 = model.transformer.h[0].mlp
         gated = isinstance(mlp0, LLaMAMLP)
         inter = (mlp0.fc_1 if gated else mlp0.fc).out_features
-        f32, bf16 = torch.float32, torch.bfloat16
-        self.ids = torch.zeros(Bc, dtype=torch.long)
-        self.pos = torch.zeros(Bc, dtype=torch.long)
-        buffers = dict(
-            x=(C, f32), tmp=(C, f32), qkv=((nh + 2 * ng) * hs, f32), a=((2 if gated else 1) * inter, f32),
-            h=(C, bf16), h2=(C, bf16), att=(nh * hs, bf16), m=(inter, bf16),
+        step = _Step(n_layer=cfg.n_layer, n_embd=C, intermediate=inter)
+        step.max_threads = max(torch.get_num_threads(), os.cpu_count() or 1)
+        step.scratch = self._hold(torch.zeros(step.max_threads * self.slots))  # attention scores, per thread
+        self._widths = dict(
+            x=(C, torch.float32), tmp=(C, torch.float32), qkv=((nh + 2 * ng) * hs, torch.float32),
+            a=((2 if gated else 1) * inter, torch.float32), h=(C, torch.bfloat16), h2=(C, torch.bfloat16),
+            att=(nh * hs, torch.bfloat16), m=(inter, torch.bfloat16),
         )
-        step = _Step(n_layer=cfg.n_layer, n_embd=C, intermediate=inter, ids=self.ids.data_ptr(), pos=self.pos.data_ptr())
-        for name, (width, dtype) in buffers.items():
-            setattr(step, name, self._hold(torch.zeros(Bc, width, dtype=dtype)))
-        step.scratch = self._hold(torch.zeros(Bc * nh * self.slots, dtype=f32))
+        self._widest = max(m.in_features for m in model.modules() if isinstance(m, nn.Linear))
+        self._rows = 0
+        self._buffers: dict[str, torch.Tensor] = {}
+        self.step = step
+        self._ensure_rows(Bc)
         tr = model.transformer
         step.wte = tr.wte.weight.data_ptr()
         step.wpe = tr["wpe"].weight.data_ptr() if cfg.learned_pos_embedding else None
         # the eager model multiplies by sqrt(n_embd) rounded to the weights' dtype
-        step.embed_scale = float(torch.tensor(C**0.5, dtype=bf16)) if cfg.scale_embeddings else 1.0
+        step.embed_scale = float(torch.tensor(C**0.5, dtype=torch.bfloat16)) if cfg.scale_embeddings else 1.0
         self.layers = (_Layer * cfg.n_layer)(*(self._layer(model, block) for block in tr.h))
         step.layers = self.layers
         step.ln_f = self._norm(tr.ln_f)
         step.head = self._linear(model.lm_head)
-        self.step = step
         self.fingerprint = _fingerprint(model)
+
+    def _ensure_rows(self, rows: int) -> None:
+        """Work buffers for `rows` token rows (a prefill has one per prompt token); they only grow."""
+        if rows <= self._rows:
+            return
+        self._rows = rows
+        for name, (width, dtype) in self._widths.items():
+            self._buffers[name] = torch.zeros(rows, width, dtype=dtype)
+        self._buffers["pack"] = torch.zeros(-(-rows // 16) * 16 * self._widest, dtype=torch.bfloat16)  # AMX rows
+        for name in ("ids", "pos", "crow", "out_rows"):
+            self._buffers[name] = torch.zeros(rows, dtype=torch.long)
+        for name, t in self._buffers.items():
+            setattr(self.step, name, t.data_ptr())
+
+    def _run(self, ids: torch.Tensor, pos: torch.Tensor, crow: torch.Tensor, out_rows: torch.Tensor) -> torch.Tensor:
+        """Runs the token rows through the model (keys and values into the caches); logits of `out_rows`."""
+        R, n = ids.numel(), out_rows.numel()
+        self._ensure_rows(R)
+        for name, t in (("ids", ids), ("pos", pos), ("crow", crow), ("out_rows", out_rows)):
+            self._buffers[name][: t.numel()].copy_(t.reshape(-1))
+        logits = torch.empty(n, self.step.head.n, dtype=torch.float32)  # new each call: callers may keep it
+        self.step.B, self.step.n_out, self.step.logits = R, n, logits.data_ptr()
+        self.lib.lg_decode(ctypes.byref(self.step))
+        return logits
 
     def _hold(self, t: torch.Tensor) -> int:
         self._keep.append(t)
@@ -370,21 +401,36 @@ class NativeDecoder:
     def __call__(self, model: GPT, token: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
         """The decode step: token (B, 1) at input_pos, (1,) shared or (B, 1) per row -> logits (B, V) float32."""
         B = token.size(0)
-        per_row = input_pos.dim() == 2
         if B > self.batch or int(input_pos.max()) >= self.slots or int(input_pos.min()) < 0:
             raise ValueError(
                 f"decode step outside the KV cache: {B} rows (cache: {self.batch}), positions "
                 f"{int(input_pos.min())}..{int(input_pos.max())} (cache: {self.slots} slots)"
             )
-        self.ids[:B].copy_(token.reshape(-1))
-        self.pos[: B if per_row else 1].copy_(input_pos.reshape(-1))
-        logits = torch.empty(B, self.step.head.n, dtype=torch.float32)  # new each step: callers may keep it
-        self.step.B, self.step.pos_stride, self.step.logits = B, int(per_row), logits.data_ptr()
-        self.lib.lg_decode(ctypes.byref(self.step))
+        rows = torch.arange(B)
+        logits = self._run(token, input_pos.reshape(-1).expand(B), rows, rows)
+        return self._softcap(model, logits)
+
+    def prefill(self, model: GPT, prompts: list[torch.Tensor]) -> torch.Tensor:
+        """Prompt i (1-D ids) into cache row i, positions 0..len-1, all prompts' tokens as rows of one pass
+        (no padding); returns the logits (len(prompts), V) float32 of each prompt's last token."""
+        lengths = [int(p.numel()) for p in prompts]
+        if len(prompts) > self.batch or max(lengths) > self.slots or min(lengths) < 1:
+            raise ValueError(f"prefill outside the KV cache: prompts of {lengths} tokens, cache {self.batch} x {self.slots}")
+        ids = torch.cat([p.reshape(-1).long().cpu() for p in prompts])
+        pos = torch.cat([torch.arange(n) for n in lengths])
+        crow = torch.repeat_interleave(torch.arange(len(prompts)), torch.tensor(lengths))
+        last = torch.tensor(lengths).cumsum(0) - 1
+        pieces = []
+        for start in range(0, ids.numel(), self.prefill_rows):  # chunks bound the work buffers' size
+            end = start + self.prefill_rows
+            wanted = last[(last >= start) & (last < end)]
+            pieces.append(self._run(ids[start:end], pos[start:end], crow[start:end], wanted - start))
+        return self._softcap(model, torch.cat(pieces))
+
+    @staticmethod
+    def _softcap(model: GPT, logits: torch.Tensor) -> torch.Tensor:
         cap = model.config.final_logit_softcapping
-        if cap is not None:
-            logits = torch.tanh(logits / cap) * cap
-        return logits
+        return logits if cap is None else torch.tanh(logits / cap) * cap
 
 
 def _fingerprint(model: GPT) -> tuple:

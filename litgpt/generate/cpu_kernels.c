@@ -14,6 +14,8 @@
 #include <math.h>
 #include <stdint.h>
 #include <omp.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 typedef uint16_t bf16;
 
@@ -33,7 +35,46 @@ static inline bf16 f2bf(float f) {  // round to nearest even, like PyTorch
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-int lg_abi_version(void) { return 1; }
+static inline __m512 load_bf16x16(const bf16* p, __mmask16 mask) {  // 16 bf16 (masked: zeros) -> 16 f32
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, p)), 16));
+}
+
+int lg_abi_version(void) { return 2; }
+
+// ---------------------------------------------------------------------------------------------------------
+// AMX (Intel's tile matrix unit), for linear layers over several rows: 16x16 fp32 tiles of W (16 rows x 32)
+// times 32 x 16 activations. Linux hands the tile registers to a process only when asked (arch_prctl).
+
+#ifndef AMX_MIN_ROWS
+#define AMX_MIN_ROWS 4
+#endif
+
+#ifndef AMX_PREFETCH_BLOCKS
+#define AMX_PREFETCH_BLOCKS 4
+#endif
+
+static int amx_ready = 0;
+
+int lg_amx_init(void) {
+  amx_ready = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+  return amx_ready;
+}
+
+typedef struct __attribute__((packed)) {
+  uint8_t palette, start_row, reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+} TileConfig;
+
+static void amx_begin(void) {  // per thread: tiles 0-2 of 16 rows x 64 bytes
+  TileConfig cfg = {0};
+  cfg.palette = 1;
+  for (int t = 0; t < 3; ++t) {
+    cfg.rows[t] = 16;
+    cfg.colsb[t] = 64;
+  }
+  _tile_loadconfig(&cfg);
+}
 
 // ---------------------------------------------------------------------------------------------------------
 // y[b, n] (+)= sum_k x[b, k] W[n, k] + bias[n], for MB rows of x at once and weight rows n0..n1.
@@ -91,38 +132,100 @@ typedef struct {
   int64_t n, k;
 } Linear;
 
-// Inside a parallel region (every thread calls it): y[b, col + n] (+)= x[b] . W[n] + bias[n] for b < B.
-static void linear_rows(const Linear* L, const bf16* x, int64_t B, int64_t ldx, float* y, int64_t ldy,
-                        int accumulate) {
-  const int64_t nblocks = (L->n + ROW_BLOCK - 1) / ROW_BLOCK;
-#pragma omp for schedule(static)
-  for (int64_t blk = 0; blk < nblocks; ++blk) {
-    const int64_t n0 = blk * ROW_BLOCK, n1 = min64(L->n, n0 + ROW_BLOCK);
-    for (int64_t b0 = 0; b0 < B; b0 += 8) {  // the block's weights stay in L1 for the next 8 rows of x
-      const bf16* xb = x + b0 * ldx;
-      float* yb = y + b0 * ldy;
-      const bf16* W = L->w;
-      const int64_t K = L->k;
-      switch (min64(8, B - b0)) {
-        case 1: dot_rows(1, xb, ldx, K, W, n0, n1, L->bias, yb, ldy, accumulate); break;
-        case 2: dot_rows(2, xb, ldx, K, W, n0, n1, L->bias, yb, ldy, accumulate); break;
-        case 3: dot_rows(3, xb, ldx, K, W, n0, n1, L->bias, yb, ldy, accumulate); break;
-        case 4: dot_rows(4, xb, ldx, K, W, n0, n1, L->bias, yb, ldy, accumulate); break;
-        case 5: dot_rows(5, xb, ldx, K, W, n0, n1, L->bias, yb, ldy, accumulate); break;
-        case 6: dot_rows(6, xb, ldx, K, W, n0, n1, L->bias, yb, ldy, accumulate); break;
-        case 7: dot_rows(7, xb, ldx, K, W, n0, n1, L->bias, yb, ldy, accumulate); break;
-        default: dot_rows(8, xb, ldx, K, W, n0, n1, L->bias, yb, ldy, accumulate); break;
-      }
+static inline void dot_block(const Linear* L, const bf16* x, int64_t B, int64_t ldx, float* y, int64_t ldy,
+                             int accumulate, int64_t n0, int64_t n1) {
+  for (int64_t b0 = 0; b0 < B; b0 += 8) {  // the block's weights stay in L1 for the next 8 rows of x
+    const bf16* xb = x + b0 * ldx;
+    float* yb = y + b0 * ldy;
+    const bf16* W = L->w;
+    const int64_t K = L->k;
+    switch (min64(8, B - b0)) {
+      case 1: dot_rows(1, xb, ldx, K, W, n0, n1, L->bias, yb, ldy, accumulate); break;
+      case 2: dot_rows(2, xb, ldx, K, W, n0, n1, L->bias, yb, ldy, accumulate); break;
+      case 3: dot_rows(3, xb, ldx, K, W, n0, n1, L->bias, yb, ldy, accumulate); break;
+      case 4: dot_rows(4, xb, ldx, K, W, n0, n1, L->bias, yb, ldy, accumulate); break;
+      case 5: dot_rows(5, xb, ldx, K, W, n0, n1, L->bias, yb, ldy, accumulate); break;
+      case 6: dot_rows(6, xb, ldx, K, W, n0, n1, L->bias, yb, ldy, accumulate); break;
+      case 7: dot_rows(7, xb, ldx, K, W, n0, n1, L->bias, yb, ldy, accumulate); break;
+      default: dot_rows(8, xb, ldx, K, W, n0, n1, L->bias, yb, ldy, accumulate); break;
     }
   }
 }
 
+// AMX: the rows of x in chunks of 16, packed as the tiles want them (pairs of k next to each other):
+// pack[((c * K/32 + kb) * 16 + kp) * 32 + 2 m + j] = x[16 c + m, 32 kb + 2 kp + j], zero past row B.
+static void amx_rows(const Linear* L, const bf16* x, int64_t B, int64_t ldx, float* y, int64_t ldy, int accumulate,
+                     bf16* pack) {
+  const int64_t K = L->k, N = L->n, KB = K / 32, chunks = (B + 15) / 16;
+#pragma omp for schedule(static)
+  for (int64_t t = 0; t < chunks * KB; ++t) {
+    const int64_t c = t / KB, kb = t % KB;
+    uint32_t* dst = (uint32_t*)(pack + t * 512);
+    for (int64_t kp = 0; kp < 16; ++kp)
+      for (int64_t m = 0; m < 16; ++m) {
+        const int64_t row = 16 * c + m;
+        dst[kp * 16 + m] = row < B ? *(const uint32_t*)(x + row * ldx + 32 * kb + 2 * kp) : 0u;
+      }
+  }  // implicit barrier: the packed rows are complete
+  const int64_t nfull = N / 16;
+#pragma omp for schedule(static) nowait
+  for (int64_t nb = 0; nb < nfull; ++nb) {
+    const bf16* w = L->w + nb * 16 * K;
+    for (int64_t c = 0; c < chunks; ++c) {
+      float out[256] __attribute__((aligned(64)));
+      _tile_zero(0);
+      for (int64_t kb = 0; kb < KB; ++kb) {
+        if (c == 0 && nb + AMX_PREFETCH_BLOCKS < nfull)  // rows ahead: the tile loads read 16 rows at once
+          for (int r = 0; r < 16; ++r)
+            _mm_prefetch((const char*)(w + (16 * AMX_PREFETCH_BLOCKS + r) * K + kb * 32), _MM_HINT_T0);
+        _tile_loadd(1, w + kb * 32, K * 2);
+        _tile_loadd(2, pack + (c * KB + kb) * 512, 64);
+        _tile_dpbf16ps(0, 1, 2);
+      }
+      _tile_stored(0, out, 64);  // out[n * 16 + m]
+      const int64_t rows = min64(16, B - 16 * c);
+      for (int64_t m = 0; m < rows; ++m) {
+        float* ym = y + (16 * c + m) * ldy + nb * 16;
+        for (int64_t n = 0; n < 16; ++n) {
+          const float v = out[n * 16 + m] + (L->bias ? L->bias[nb * 16 + n] : 0.0f);
+          ym[n] = accumulate ? ym[n] + v : v;
+        }
+      }
+    }
+  }
+#pragma omp single
+  if (nfull * 16 < N) dot_block(L, x, B, ldx, y, ldy, accumulate, nfull * 16, N);  // the last rows of W
+}
+
+// Inside a parallel region (every thread calls it): y[b, n] (+)= x[b] . W[n] + bias[n] for b < B. With AMX
+// initialised (lg_amx_init, and amx_begin in this thread), several rows and K a multiple of 32, the tile path;
+// pack holds ceil(B / 16) * 16 * K bf16.
+static void linear_rows(const Linear* L, const bf16* x, int64_t B, int64_t ldx, float* y, int64_t ldy,
+                        int accumulate, bf16* pack) {
+  if (amx_ready && pack && B >= AMX_MIN_ROWS && L->k % 32 == 0) {
+    amx_rows(L, x, B, ldx, y, ldy, accumulate, pack);
+    return;
+  }
+  const int64_t nblocks = (L->n + ROW_BLOCK - 1) / ROW_BLOCK;
+#pragma omp for schedule(static)
+  for (int64_t blk = 0; blk < nblocks; ++blk) {
+    const int64_t n0 = blk * ROW_BLOCK, n1 = min64(L->n, n0 + ROW_BLOCK);
+    dot_block(L, x, B, ldx, y, ldy, accumulate, n0, n1);
+  }
+}
+
 // y (B, ldy) f32 (+)= x (B, ldx) bf16 @ W (n, k)^T + bias: one linear layer on its own (tests, tools).
+// pack: NULL, or ceil(B / 16) * 16 * k bf16 of room for the AMX path.
 void lg_linear(const bf16* x, int64_t B, int64_t ldx, const bf16* w, int64_t n, int64_t k, const float* bias,
-               float* y, int64_t ldy, int accumulate) {
+               float* y, int64_t ldy, int accumulate, bf16* pack) {
   const Linear L = {w, bias, n, k};
+  const int amx = amx_ready && pack && B >= AMX_MIN_ROWS;
 #pragma omp parallel
-  linear_rows(&L, x, B, ldx, y, ldy, accumulate);
+  {
+    if (amx) amx_begin();
+    linear_rows(&L, x, B, ldx, y, ldy, accumulate, pack);
+    if (amx) _tile_release();
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -210,59 +313,66 @@ static inline void rope_head(const float* x, float* out, int64_t hs, int64_t n_r
 }
 
 // Inside a parallel region. qkv (B, ldq) f32: q (n_head heads), k, v (n_groups heads each) of the new tokens,
-// before RoPE. Row b is at position p = pos[b * pos_stride]: its k, v go to cache slot p, then each query
-// head attends to slots lo..p (lo = p - window + 1 with a sliding window). out (B, n_head * head_size) bf16.
-// scratch: B * n_head * slots floats.
+// before RoPE. Row b is the token at position p = pos[b] of the sequence in cache row crow[b]: its k, v go to
+// that row's slot p (all rows first), then each query head attends to slots lo..p (lo = p - window + 1 with
+// a sliding window). Several rows may be tokens of one sequence (a prompt). out (B, n_head * head_size) bf16.
+// scratch: (threads) * slots floats.
 static void attention_rows(const Attention* A, const float* qkv, int64_t B, int64_t ldq, const int64_t* pos,
-                           int64_t pos_stride, float* scratch, bf16* out) {
+                           const int64_t* crow, float* scratch, bf16* out) {
   const int64_t nh = A->n_head, ng = A->n_groups, hs = A->head_size, S = A->slots, nr = A->n_rope;
   const int64_t row_stride = ng * S * hs;
 #pragma omp for schedule(static)
   for (int64_t t = 0; t < B * ng; ++t) {  // write the new keys and values
-    const int64_t b = t / ng, g = t % ng, p = pos[b * pos_stride];
+    const int64_t b = t / ng, g = t % ng, p = pos[b], r = crow[b];
     float kr[512];
     const float* k = qkv + b * ldq + (nh + g) * hs;
     const float* v = k + ng * hs;
     rope_head(k, kr, hs, nr, A->cos + p * nr, A->sin + p * nr);
-    bf16* kd = A->k_cache + b * row_stride + (g * S + p) * hs;
-    bf16* vd = A->v_cache + b * row_stride + (g * S + p) * hs;
+    bf16* kd = A->k_cache + r * row_stride + (g * S + p) * hs;
+    bf16* vd = A->v_cache + r * row_stride + (g * S + p) * hs;
     for (int64_t i = 0; i < hs; ++i) {
       kd[i] = f2bf(kr[i]);
       vd[i] = f2bf(v[i]);
     }
   }  // implicit barrier: every key is written before any head reads the cache
-  const int64_t per_group = nh / ng;
+  const int64_t per_group = nh / ng, chunks = (hs + 15) / 16;
+  const __mmask16 tail = (hs % 16) ? (__mmask16)((1u << (hs % 16)) - 1) : (__mmask16)0xffff;
+  float* sc = scratch + (int64_t)omp_get_thread_num() * S;  // this thread's scores
 #pragma omp for schedule(static)
   for (int64_t t = 0; t < B * nh; ++t) {
-    const int64_t b = t / nh, h = t % nh, g = h / per_group, p = pos[b * pos_stride];
+    const int64_t b = t / nh, h = t % nh, g = h / per_group, p = pos[b], r = crow[b];
     const int64_t lo = (A->window > 0 && p - A->window + 1 > 0) ? p - A->window + 1 : 0;
-    float q[512], acc[512];
+    float q[512] __attribute__((aligned(64))) = {0};
+    __m512 acc[32];
     rope_head(qkv + b * ldq + h * hs, q, hs, nr, A->cos + p * nr, A->sin + p * nr);
-    const bf16* kc = A->k_cache + b * row_stride + g * S * hs;
-    const bf16* vc = A->v_cache + b * row_stride + g * S * hs;
-    float* sc = scratch + t * S;
+    const bf16* kc = A->k_cache + r * row_stride + g * S * hs;
+    const bf16* vc = A->v_cache + r * row_stride + g * S * hs;
     float mx = -INFINITY;
     for (int64_t j = lo; j <= p; ++j) {
       const bf16* kj = kc + j * hs;
-      float d = 0.0f;
-#pragma omp simd reduction(+ : d)
-      for (int64_t i = 0; i < hs; ++i) d += q[i] * bf2f(kj[i]);
-      d *= A->scale;
-      if (A->softcap > 0.0f) d = tanhf(d / A->softcap) * A->softcap;
-      sc[j] = d;
-      mx = d > mx ? d : mx;
+      __m512 d = _mm512_setzero_ps();
+      for (int64_t c = 0; c < chunks; ++c)
+        d = _mm512_fmadd_ps(_mm512_load_ps(q + 16 * c), load_bf16x16(kj + 16 * c, c == chunks - 1 ? tail : 0xffff), d);
+      float v = _mm512_reduce_add_ps(d) * A->scale;
+      if (A->softcap > 0.0f) v = tanhf(v / A->softcap) * A->softcap;
+      sc[j] = v;
+      mx = v > mx ? v : mx;
     }
     float total = 0.0f;
-    for (int64_t i = 0; i < hs; ++i) acc[i] = 0.0f;
+    for (int64_t c = 0; c < chunks; ++c) acc[c] = _mm512_setzero_ps();
     for (int64_t j = lo; j <= p; ++j) {
       const float e = expf(sc[j] - mx);
       total += e;
+      const __m512 ev = _mm512_set1_ps(e);
       const bf16* vj = vc + j * hs;
-#pragma omp simd
-      for (int64_t i = 0; i < hs; ++i) acc[i] += e * bf2f(vj[i]);
+      for (int64_t c = 0; c < chunks; ++c)
+        acc[c] = _mm512_fmadd_ps(ev, load_bf16x16(vj + 16 * c, c == chunks - 1 ? tail : 0xffff), acc[c]);
     }
+    float o32[512] __attribute__((aligned(64)));
+    const __m512 inv = _mm512_set1_ps(1.0f / total);
+    for (int64_t c = 0; c < chunks; ++c) _mm512_store_ps(o32 + 16 * c, _mm512_mul_ps(acc[c], inv));
     bf16* o = out + b * nh * hs + h * hs;
-    for (int64_t i = 0; i < hs; ++i) o[i] = f2bf(acc[i] / total);
+    for (int64_t i = 0; i < hs; ++i) o[i] = f2bf(o32[i]);
   }
 }
 
@@ -281,70 +391,79 @@ typedef struct {
 } Layer;
 
 typedef struct {
-  int64_t B, pos_stride, n_layer, n_embd, intermediate;
+  int64_t B, n_layer, n_embd, intermediate;
   const int64_t* ids;  // (B,) token ids
-  const int64_t* pos;  // positions: pos[b * pos_stride]
+  const int64_t* pos;  // (B,) their positions
+  const int64_t* crow; // (B,) their sequences' rows in the KV caches
+  const int64_t* out_rows;  // (n_out,) the rows whose logits are wanted (the last token of each prompt)
+  int64_t n_out;
   const bf16* wte;     // (vocab, n_embd)
   const bf16* wpe;     // (block_size, n_embd) learned positions, or NULL
   float embed_scale;
   const Layer* layers;
   Norm ln_f;
   Linear head;
-  float* logits;       // (B, head.n)
+  float* logits;       // (n_out, head.n)
   // work buffers
   float *x, *tmp, *qkv, *a, *scratch;  // x: the residual stream (B, n_embd)
   bf16 *h, *h2, *att, *m;
+  bf16* pack;          // AMX packing room: ceil(B / 16) * 16 * (largest k) bf16, or NULL
+  int64_t max_threads; // scratch holds max_threads * slots floats: the team is at most this large
 } Step;
 
 int64_t lg_step_size(void) { return (int64_t)sizeof(Step); }
 int64_t lg_layer_size(void) { return (int64_t)sizeof(Layer); }
 
+// Inside a parallel region: a norm of every row, the rows shared among the threads.
+static void norm_all(const Norm* N, const float* x, int64_t B, int64_t C, bf16* out_bf, float* out_f) {
+#pragma omp for schedule(static)
+  for (int64_t b = 0; b < B; ++b) norm_rows(N, x + b * C, 1, C, out_bf ? out_bf + b * C : 0, out_f ? out_f + b * C : 0);
+}
+
 // x += post_norm(proj(src)), straight into the residual stream without a post norm.
 static void residual(const Step* s, const Linear* proj, const bf16* src, int64_t has_post, const Norm* post) {
   const int64_t B = s->B, C = s->n_embd;
   if (!has_post) {
-    linear_rows(proj, src, B, proj->k, s->x, C, 1);
+    linear_rows(proj, src, B, proj->k, s->x, C, 1, s->pack);
     return;
   }
-  linear_rows(proj, src, B, proj->k, s->tmp, C, 0);
-#pragma omp single
-  norm_rows(post, s->tmp, B, C, 0, s->x);
+  linear_rows(proj, src, B, proj->k, s->tmp, C, 0, s->pack);
+  norm_all(post, s->tmp, B, C, 0, s->x);
 }
 
 void lg_decode(const Step* s) {
   const int64_t B = s->B, C = s->n_embd, I = s->intermediate;
-#pragma omp parallel
+  const int amx = amx_ready && s->pack && (B >= AMX_MIN_ROWS || s->n_out >= AMX_MIN_ROWS);
+  const int threads = (int)min64(omp_get_max_threads(), s->max_threads);
+#pragma omp parallel num_threads(threads)
   {
+    if (amx) amx_begin();
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < B; ++b) {  // embeddings
       const bf16* row = s->wte + s->ids[b] * C;
-      const bf16* prow = s->wpe ? s->wpe + s->pos[b * s->pos_stride] * C : 0;
+      const bf16* prow = s->wpe ? s->wpe + s->pos[b] * C : 0;
       for (int64_t i = 0; i < C; ++i) s->x[b * C + i] = (bf2f(row[i]) + (prow ? bf2f(prow[i]) : 0.0f)) * s->embed_scale;
     }
     for (int64_t l = 0; l < s->n_layer; ++l) {
       const Layer* L = s->layers + l;
-#pragma omp single
-      {
-        norm_rows(&L->norm_1, s->x, B, C, s->h, 0);
-        if (L->parallel_residual && !L->shared_norm) norm_rows(&L->norm_2, s->x, B, C, s->h2, 0);
-      }
+      norm_all(&L->norm_1, s->x, B, C, s->h, 0);
+      if (L->parallel_residual && !L->shared_norm) norm_all(&L->norm_2, s->x, B, C, s->h2, 0);
       const bf16* mlp_in = L->parallel_residual ? (L->shared_norm ? s->h : s->h2) : s->h;
       const int64_t ldq = L->qkv.n;
-      linear_rows(&L->qkv, s->h, B, C, s->qkv, ldq, 0);
-      attention_rows(&L->attn, s->qkv, B, ldq, s->pos, s->pos_stride, s->scratch, s->att);
+      linear_rows(&L->qkv, s->h, B, C, s->qkv, ldq, 0, s->pack);
+      attention_rows(&L->attn, s->qkv, B, ldq, s->pos, s->crow, s->scratch, s->att);
       residual(s, &L->proj, s->att, L->has_post_attention, &L->post_attention);
-      if (!L->parallel_residual) {
-#pragma omp single
-        norm_rows(&L->norm_2, s->x, B, C, s->h, 0);
-      }
+      if (!L->parallel_residual) norm_all(&L->norm_2, s->x, B, C, s->h, 0);
       const int64_t lda = L->mlp_kind == MLP_GATED ? 2 * I : I;
-      linear_rows(&L->fc_1, mlp_in, B, C, s->a, lda, 0);
-      if (L->mlp_kind == MLP_GATED) linear_rows(&L->fc_2, mlp_in, B, C, s->a + I, lda, 0);
+      linear_rows(&L->fc_1, mlp_in, B, C, s->a, lda, 0, s->pack);
+      if (L->mlp_kind == MLP_GATED) linear_rows(&L->fc_2, mlp_in, B, C, s->a + I, lda, 0, s->pack);
       act_rows(L->act, L->mlp_kind == MLP_GATED, s->a, B, I, lda, s->m);
       residual(s, &L->mlp_proj, s->m, L->has_post_mlp, &L->post_mlp);
     }
-#pragma omp single
-    norm_rows(&s->ln_f, s->x, B, C, s->h, 0);
-    linear_rows(&s->head, s->h, B, C, s->logits, s->head.n, 0);
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < s->n_out; ++i)  // only the rows whose logits are wanted
+      norm_rows(&s->ln_f, s->x + s->out_rows[i] * C, 1, C, s->h + i * C, 0);
+    linear_rows(&s->head, s->h, s->n_out, C, s->logits, s->head.n, 0, s->pack);
+    if (amx) _tile_release();
   }
 }
