@@ -171,6 +171,10 @@ def test_native_step_rejects_positions_outside_the_cache():
         step(model, torch.zeros(1, 1, dtype=torch.long), torch.tensor([8]))
     with pytest.raises(ValueError, match="outside the KV cache"):
         step(model, torch.zeros(2, 1, dtype=torch.long), torch.tensor([1]))
+    with pytest.raises(ValueError, match="outside the KV cache"):
+        step.prefill(model, [torch.zeros(9, dtype=torch.long)])
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 256\)"):
+        step.prefill(model, [torch.tensor([3, 256])])
 
 
 def test_kernels_off_or_unbuildable_leave_the_pytorch_path(monkeypatch, tmp_path):

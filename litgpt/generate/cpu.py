@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from litgpt.model import GPT, GemmaMLP, GptNeoxMLP, LLaMAMLP, RMSNorm
+from litgpt.model import GPT, GemmaMLP, LLaMAMLP, RMSNorm
 
 
 class MatVecLinear(nn.Linear):
@@ -406,6 +406,8 @@ class NativeDecoder:
                 f"decode step outside the KV cache: {B} rows (cache: {self.batch}), positions "
                 f"{int(input_pos.min())}..{int(input_pos.max())} (cache: {self.slots} slots)"
             )
+        if int(token.min()) < 0 or int(token.max()) >= model.transformer.wte.weight.size(0):
+            raise ValueError(f"token ids must be in [0, {model.transformer.wte.weight.size(0)})")
         rows = torch.arange(B)
         logits = self._run(token, input_pos.reshape(-1).expand(B), rows, rows)
         return self._softcap(model, logits)
@@ -417,6 +419,9 @@ class NativeDecoder:
         if len(prompts) > self.batch or max(lengths) > self.slots or min(lengths) < 1:
             raise ValueError(f"prefill outside the KV cache: prompts of {lengths} tokens, cache {self.batch} x {self.slots}")
         ids = torch.cat([p.reshape(-1).long().cpu() for p in prompts])
+        vocab = model.transformer.wte.weight.size(0)
+        if int(ids.min()) < 0 or int(ids.max()) >= vocab:
+            raise ValueError(f"token ids must be in [0, {vocab}), got {int(ids.min())}..{int(ids.max())}")
         pos = torch.cat([torch.arange(n) for n in lengths])
         crow = torch.repeat_interleave(torch.arange(len(prompts)), torch.tensor(lengths))
         last = torch.tensor(lengths).cumsum(0) - 1
