@@ -13,6 +13,7 @@
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 #include <omp.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -164,7 +165,9 @@ static void amx_rows(const Linear* L, const bf16* x, int64_t B, int64_t ldx, flo
     for (int64_t kp = 0; kp < 16; ++kp)
       for (int64_t m = 0; m < 16; ++m) {
         const int64_t row = 16 * c + m;
-        dst[kp * 16 + m] = row < B ? *(const uint32_t*)(x + row * ldx + 32 * kb + 2 * kp) : 0u;
+        uint32_t pair = 0u;
+        if (row < B) memcpy(&pair, x + row * ldx + 32 * kb + 2 * kp, sizeof pair);
+        dst[kp * 16 + m] = pair;
       }
   }  // implicit barrier: the packed rows are complete
   const int64_t nfull = N / 16;
