@@ -40,7 +40,6 @@ static inline __m512 load_bf16x16(const bf16* p, __mmask16 mask) {  // 16 bf16 (
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, p)), 16));
 }
 
-int lg_abi_version(void) { return 2; }
 
 // ---------------------------------------------------------------------------------------------------------
 // AMX (Intel's tile matrix unit), for linear layers over several rows: 16x16 fp32 tiles of W (16 rows x 32)
