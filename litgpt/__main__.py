@@ -107,10 +107,20 @@ def _top_level_help() -> str:
     return "\n".join(lines)
 
 
+def configure_jsonargparse() -> None:
+    """The two jsonargparse settings the verbs need, set by the CLI entry point only (they are global to
+    jsonargparse, so no library module sets them at import): dataclass field docstrings become `--help` text,
+    and an optional first argument may be given without its flag (`litgpt pretrain NAME`, as LitGPT accepts)."""
+    from jsonargparse import set_parsing_settings
+
+    set_parsing_settings(docstring_parse_attribute_docstrings=True, parse_optionals_as_positionals=True)
+
+
 def build_parser(verb: str):
     """A jsonargparse parser for one verb, built from its function's signature and docstring."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
+    configure_jsonargparse()
     fn = resolve(verb)
     parser = ArgumentParser(prog=f"litgpt {verb}", description=VERBS[verb][2], exit_on_error=True)
     parser.add_argument("--config", action=ActionConfigFile, help="A YAML file with the verb's flags.")

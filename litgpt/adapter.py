@@ -14,8 +14,8 @@ switched to subclasses of their own classes, so the base weights keep their chec
 
 Checkpoint folders: step folders hold `lit_model.pth.adapter` (the trainable tensors only); the final folder
 also holds the full `lit_model.pth` (base + adapter tensors). Both hold `adapter.yaml`, which says which
-adapter the weights need; `apply_peft_files(model, folder)` gives a plain GPT those modules before loading,
-which `litgpt.utils.load_checkpoint` does for every folder, so generate, chat, serve and `LLM.load` read an
+adapter the weights need; `litgpt.checkpoint.apply_peft_files(model, folder)` gives a plain GPT those modules
+before loading, which `litgpt.checkpoint.load_checkpoint` does for every folder, so generate, chat, serve and `LLM.load` read an
 adapter run's final folder like any other checkpoint.
 """
 
@@ -31,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import yaml
 
-from litgpt.lora import LORA_FILE, extend_module, linear_sites
+from litgpt.lora import extend_module, linear_sites
 from litgpt.model import RMSNorm
 from litgpt.utils import read_yaml
 
@@ -217,40 +217,3 @@ def read_adapter_config(folder: Union[str, Path]) -> Optional[tuple[AdapterSetti
     settings = AdapterSettings(versions[data["method"]], data.get("adapter_prompt_length", 10),
                                data.get("adapter_start_layer", 2))
     return settings.validate(), data
-
-
-def apply_peft_files(model: nn.Module, checkpoint_dir: Union[str, Path]) -> bool:
-    """Gives `model` the adapter modules the weights of `checkpoint_dir` need (from its `adapter.yaml`), before
-    they are loaded; returns whether it did. A folder without `adapter.yaml` (a plain or merged LoRA
-    checkpoint) and a model that has its adapter already are left alone."""
-    found = read_adapter_config(checkpoint_dir)
-    if found is None or any(isinstance(m, AdapterAttention) for m in model.modules()):
-        return False
-    settings, _ = found
-    settings.validate(model.config.n_layer)
-    inject_adapter(model, settings)
-    return True
-
-
-def check_base_checkpoint(checkpoint_dir: Union[str, Path]) -> Path:
-    """Raises a one-line error unless `checkpoint_dir` is a full checkpoint a PEFT run can start from: not a
-    folder of PEFT weights only (a step folder: run `litgpt merge_lora` on it first), nor an adapter run's
-    folder (its weights need the adapter modules)."""
-    from litgpt.utils import check_valid_checkpoint_dir
-
-    folder = Path(checkpoint_dir)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"checkpoint directory {folder} does not exist")
-    peft_only = [name for name in (LORA_FILE, ADAPTER_FILE) if (folder / name).is_file()]
-    if peft_only and not (folder / "lit_model.pth").is_file():
-        raise FileNotFoundError(
-            f"{folder} holds only finetuned {peft_only[0]} weights, not a full lit_model.pth: run "
-            f"`litgpt merge_lora {folder}` to merge them with their base checkpoint first"
-        )
-    if (folder / ADAPTER_CONFIG).is_file():
-        raise ValueError(
-            f"{folder} is an adapter finetuning checkpoint ({ADAPTER_CONFIG}), not a base checkpoint: pass the "
-            "checkpoint it was finetuned from (checkpoint_dir in its adapter.yaml)"
-        )
-    return check_valid_checkpoint_dir(folder)
-

@@ -16,14 +16,20 @@ from typing import Any, Iterator, Literal, Optional, Sequence, Union
 import torch
 
 from litgpt.config import Config
+from litgpt.precision import (
+    INFERENCE_PRECISIONS,
+    check_inference_precision,
+    default_inference_precision,
+    resolve_device,
+)
 from litgpt.generate.base import Generation, TextRow, check_sampling_args, compile_decode_step
 from litgpt.model import GPT
 from litgpt.prompts import PromptStyle, resolve_prompt_style, save_prompt_style
 from litgpt.tokenizer import Tokenizer
 from litgpt.quantization.modes import QUANTIZATION_FILE
-from litgpt.utils import check_valid_checkpoint_dir, copy_config_files, load_checkpoint, save_atomic
+from litgpt.utils import check_valid_checkpoint_dir, copy_config_files, save_atomic
+from litgpt.checkpoint import load_checkpoint
 
-PRECISIONS = {"32-true": torch.float32, "bf16-true": torch.bfloat16, "16-true": torch.float16}
 DEFAULT_CHECKPOINTS = Path("checkpoints")
 
 
@@ -37,76 +43,6 @@ def check_quantize(quantize: Optional[str]) -> None:
         from litgpt.quantization.modes import parse_quantize
 
         parse_quantize(quantize)
-
-
-def check_precision(precision: Optional[str]) -> Optional[str]:
-    """Returns `precision` if it is one of 32-true / bf16-true / 16-true (or None), else a ValueError.
-
-    Args:
-        precision: the precision name.
-    """
-    if precision is None or precision in PRECISIONS:
-        return precision
-    hint = ""
-    if isinstance(precision, str) and precision.endswith("-mixed"):
-        hint = " (mixed precision is for training; inference runs in one dtype)"
-    raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}{hint}")
-
-
-def resolve_device(accelerator: str = "auto") -> torch.device:
-    """The torch device for an accelerator name: "auto" (CUDA if available, else MPS, else CPU), "cpu",
-    "cuda" / "gpu" or "mps".
-
-    Args:
-        accelerator: the accelerator name.
-    """
-    name = str(accelerator).lower()
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name in ("cuda", "gpu"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"accelerator={accelerator!r} but CUDA is not available; use 'cpu' or 'auto'")
-        return torch.device("cuda")
-    if name == "mps":
-        if getattr(torch.backends, "mps", None) is None or not torch.backends.mps.is_available():
-            raise ValueError("accelerator='mps' but MPS is not available; use 'cpu' or 'auto'")
-        return torch.device("mps")
-    raise ValueError(f"accelerator must be one of auto, cpu, cuda, gpu, mps, got {accelerator!r}")
-
-
-def default_precision(device: torch.device) -> str:
-    """bf16-true where the device computes in bfloat16 natively, else 32-true.
-
-    CUDA: bf16 when `torch.cuda.is_bf16_supported()`. CPU: bf16 on CPUs with AVX512-BF16 or AMX (decoding a
-    SmolLM2-135M-sized model there runs faster in bf16, which also halves the memory); 32-true elsewhere,
-    where bf16 matmuls are emulated and slower than float32. MPS: 32-true.
-
-    Args:
-        device: the device the model runs on.
-    """
-    if device.type == "cuda":
-        return "bf16-true" if torch.cuda.is_bf16_supported() else "32-true"
-    if device.type == "cpu":
-        return "bf16-true" if _cpu_has_native_bf16() else "32-true"
-    return "32-true"
-
-
-def _cpu_has_native_bf16() -> bool:
-    cpu = getattr(torch, "cpu", None)
-    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
-        fn = getattr(cpu, probe, None)
-        try:
-            if fn is not None and fn():
-                return True
-        except Exception:  # a probe missing from this build
-            continue
-    return False
 
 
 class LLM:
@@ -260,7 +196,7 @@ class LLM:
             self.
         """
         check_quantize(quantize)
-        check_precision(precision)
+        check_inference_precision(precision)
         if devices == "auto":
             devices = 1
         if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
@@ -283,13 +219,13 @@ class LLM:
                     f"fixed_kv_cache_size={fixed_kv_cache_size} exceeds the model's context of {self.model.max_seq_length}"
                 )
         device = resolve_device(accelerator)
-        precision = precision or default_precision(device)
+        precision = precision or default_inference_precision(device)
         if precision == "bf16-true" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise ValueError("precision='bf16-true' is not supported by this GPU; use '16-true' or '32-true'")
         from litgpt.quantization import check_quantize_supported, load_model, quantize_model
         from litgpt.quantization.modes import read_quantization_file
 
-        dtype = PRECISIONS[precision]
+        dtype = INFERENCE_PRECISIONS[precision]
         check_quantize_supported(quantize, device, dtype)
         self.model.clear_kv_cache()
         saved = read_quantization_file(self.checkpoint_dir) if self.checkpoint_dir is not None else None

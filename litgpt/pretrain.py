@@ -14,7 +14,8 @@ from litgpt.data.base import DataModule
 from litgpt.model import GPT
 from litgpt.train.args import EvalArgs, LoggerName, LogArgs, Precision, Strategy, TrainArgs
 from litgpt.train.loop import Method, TrainingRun, fit
-from litgpt.utils import TOKENIZER_FILES, load_checkpoint
+from litgpt.utils import TOKENIZER_FILES
+from litgpt.checkpoint import load_checkpoint
 
 
 def init_weights(model: GPT) -> None:
@@ -51,7 +52,7 @@ class Pretraining(Method):
 
     def check(self) -> None:
         if self.initial_checkpoint_dir is not None:
-            from litgpt.adapter import check_base_checkpoint
+            from litgpt.checkpoint import check_base_checkpoint
 
             check_base_checkpoint(self.initial_checkpoint_dir)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import pickle
 import shutil
@@ -92,29 +91,13 @@ def load_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
     return obj
 
 
-def load_checkpoint(model: torch.nn.Module, path: PathLike, strict: bool = True) -> None:
-    """Loads `lit_model.pth` into `model`; names missing or unexpected keys in one line when strict. The folder
-    of an adapter run (with `adapter.yaml`) first gives the model its adapter modules."""
-    state = load_state_dict(path)
-    from litgpt.adapter import apply_peft_files
-
-    apply_peft_files(model, Path(path).parent)
-    if strict:
-        check_state_dict_matches(model.state_dict(), state, path)
-    config = getattr(model, "config", None)
-    tied = config is not None and getattr(config, "tie_embeddings", False)
-    if tied and not _same_tensor_values(state.get("lm_head.weight"), state.get("transformer.wte.weight")):
-        # a checkpoint trained untied (as LitGPT always does) of a family that is tied by default
-        model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
-        model.config = dataclasses.replace(config, tie_embeddings=False)
-        tied = False
-    model.load_state_dict(state, strict=strict, assign=any(p.is_meta for p in model.parameters()))
-    if tied:  # assign=True replaces both parameters: share them again
-        model.lm_head.weight = model.transformer.wte.weight
-
-
-def _same_tensor_values(a: Optional[torch.Tensor], b: Optional[torch.Tensor]) -> bool:
-    return a is None or b is None or (a.shape == b.shape and torch.equal(a, b))
+def load_checkpoint(fabric: Any, model: torch.nn.Module, checkpoint_path: PathLike, strict: bool = True) -> None:
+    """LitGPT's `load_checkpoint(fabric, model, checkpoint_path, strict)`: loads a state-dict file (or a training
+    checkpoint's 'model' entry) into `model` with a plain `load_state_dict` (`fabric` is accepted for LitGPT's
+    signature and not needed). `litgpt.checkpoint.load_checkpoint(model, path)` is the loader the verbs use: it
+    also adds the PEFT modules an adapter folder needs."""
+    model = getattr(model, "_forward_module", model)  # a Fabric-wrapped module
+    model.load_state_dict(load_state_dict(checkpoint_path), strict=strict)
 
 
 def check_state_dict_matches(
@@ -202,6 +185,22 @@ def parse_dtype(name: Optional[Union[str, torch.dtype]]) -> Optional[torch.dtype
     if key not in _DTYPES:
         raise ValueError(f"unknown dtype {name!r}; expected one of float32, float16, bfloat16")
     return _DTYPES[key]
+
+
+def check_int(name: str, value: object, minimum: int, maximum: Optional[int] = None, note: str = "") -> None:
+    """Raises a one-line ValueError unless `value` is an int (not a bool) in [minimum, maximum].
+
+    Args:
+        name: the argument's name, for the message.
+        value: the value to check.
+        minimum: the smallest value allowed.
+        maximum: the largest value allowed (None: no limit).
+        note: appended to the range in the message, e.g. " (the model's block_size)".
+    """
+    too_big = maximum is not None and isinstance(value, int) and value > maximum
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or too_big:
+        wanted = f"an integer in [{minimum}, {maximum}]" if maximum is not None else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {wanted}{note}, got {value!r}")
 
 
 def num_parameters(module: torch.nn.Module, requires_grad: Optional[bool] = None) -> int:

@@ -16,15 +16,13 @@ from litgpt.adapter import (
     ADAPTER_FILE,
     AdapterSettings,
     adapter_trainable_names,
-    apply_peft_files,
-    check_base_checkpoint,
     inject_adapter,
     is_adapter_key,
     mark_only_adapter_as_trainable,
     write_adapter_config,
 )
 from litgpt.lora import LORA_FILE
-from litgpt.utils import load_checkpoint
+from litgpt.checkpoint import apply_peft_files, check_base_checkpoint, load_checkpoint
 from tests._train_helpers import one_thread  # noqa: F401 (autouse fixture)
 from tests.test_lora import FAMILIES, build, ids
 

@@ -9,7 +9,7 @@ import yaml
 
 import litgpt
 from litgpt import GPT, LLM
-from litgpt.api import default_precision
+from litgpt.precision import default_inference_precision as default_precision
 from litgpt.generate.base import kv_cache_shape
 from litgpt.prompts import load_prompt_style
 from tests._gen_helpers import make_checkpoint, tiny_config
@@ -155,11 +155,11 @@ def test_each_precision_generates_on_cpu(ckpt, precision, dtype):
 
 
 def test_default_precision_follows_native_bf16(monkeypatch):
-    import litgpt.api as api
+    import litgpt.precision as precision
 
-    monkeypatch.setattr(api, "_cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
     assert default_precision(torch.device("cpu")) == "bf16-true"
-    monkeypatch.setattr(api, "_cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     assert default_precision(torch.device("cpu")) == "32-true"
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from litgpt import GPT, Config
-from litgpt.utils import load_checkpoint
+from litgpt.checkpoint import load_checkpoint
 
 FIXTURES = Path(__file__).parent / "fixtures" / "litgpt_ref"
 CASES = sorted(p.name for p in FIXTURES.iterdir() if p.is_dir())

@@ -495,7 +495,7 @@ def test_real_snapshot_downloads_and_converts_end_to_end(tmp_path, monkeypatch):
     from transformers import GPTNeoXForCausalLM
 
     from litgpt import GPT, Config
-    from litgpt.utils import load_checkpoint
+    from litgpt.checkpoint import load_checkpoint
 
     source = _tiny_neox_snapshot(tmp_path / "hub")
     FakeHub(folder=source).install(monkeypatch)

@@ -123,7 +123,7 @@ def test_only_the_enabled_parts_of_the_fused_qkv_change():
 
 def load_plain(fields: dict, state: dict, folder: Path) -> GPT:
     """A plain GPT loaded as every verb loads `lit_model.pth` (a tied head that differs gets untied)."""
-    from litgpt.utils import load_checkpoint
+    from litgpt.checkpoint import load_checkpoint
 
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(state, folder / "lit_model.pth")

@@ -18,6 +18,7 @@ from litgpt import GPT, Config  # noqa: E402
 from litgpt.scripts.convert_hf_checkpoint import convert_hf_checkpoint  # noqa: E402
 from litgpt.scripts.convert_lit_checkpoint import convert_lit_checkpoint  # noqa: E402
 from litgpt.utils import load_checkpoint  # noqa: E402
+from litgpt.checkpoint import load_checkpoint
 
 VOCAB = 97
 SEQ = 20

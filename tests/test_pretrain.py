@@ -15,7 +15,8 @@ import litgpt.__main__ as cli
 from litgpt.config import Config
 from litgpt.model import GPT
 from litgpt.tokenizer import Tokenizer
-from litgpt.utils import load_checkpoint, load_state_dict
+from litgpt.utils import load_state_dict
+from litgpt.checkpoint import load_checkpoint
 from tests._tokenizers import make_hf_tokenizer
 from tests._train_helpers import one_thread, TINY, make_checkpoint, make_corpus, train_losses  # noqa: F401 (autouse fixture)
 

@@ -22,7 +22,6 @@ from litgpt.quantization import (
     check_quantize_supported,
     load_model,
     parse_quantize,
-    quantize_checkpoint,
     quantize_int4,
     quantize_int8,
     quantize_model,
@@ -30,6 +29,7 @@ from litgpt.quantization import (
     read_quantization_file,
 )
 from litgpt.quantization import bnb as bnb_module
+from litgpt.quantization.cli import quantize_checkpoint
 from litgpt.quantization.portable import _cpu_int4_unpack, dequantize_int4, int4_kernel_ok, int8_kernel_ok
 from tests._gen_helpers import make_checkpoint, tiny_config
 from tests._tokenizers import training_text

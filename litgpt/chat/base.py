@@ -270,7 +270,8 @@ def main(
         multiline: Messages may span several lines; end each with a line holding only /send.
         seed: Random seed for sampling (default: not seeded).
     """
-    from litgpt.api import LLM, check_precision, check_quantize
+    from litgpt.api import LLM, check_quantize
+    from litgpt.precision import check_inference_precision as check_precision
     from litgpt.prompts import resolve_prompt_style
     from litgpt.utils import check_valid_checkpoint_dir
 

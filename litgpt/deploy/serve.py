@@ -661,7 +661,11 @@ def run_server(
         max_seq_length: Positions per request (prompt + new tokens); default: the model's block_size.
         max_request_size: Request bodies larger than this many bytes are refused with 413.
     """
-    from litgpt.api import PRECISIONS, check_precision, check_quantize, default_precision, resolve_device
+    from litgpt.api import check_quantize
+    from litgpt.precision import INFERENCE_PRECISIONS as PRECISIONS
+    from litgpt.precision import check_inference_precision as check_precision
+    from litgpt.precision import default_inference_precision as default_precision
+    from litgpt.precision import resolve_device
     from litgpt.quantization import check_quantize_supported
     from litgpt.config import Config
     from litgpt.utils import check_valid_checkpoint_dir

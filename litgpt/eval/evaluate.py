@@ -251,7 +251,7 @@ def check_settings(
     Raises one-line errors for a checkpoint without weights, config or tokenizer, and for bad numbers.
     """
     from litgpt.config import Config
-    from litgpt.eval.perplexity import check_int
+    from litgpt.utils import check_int
     from litgpt.tokenizer import SENTENCEPIECE_MODEL, TOKENIZER_JSON
     from litgpt.utils import check_valid_checkpoint_dir
 
@@ -305,7 +305,7 @@ def resolve_eval_device(device: Optional[str]) -> torch.device:
     Args:
         device: the device name.
     """
-    from litgpt.api import resolve_device
+    from litgpt.precision import resolve_device
 
     if device is None:
         return resolve_device("auto")
@@ -332,7 +332,8 @@ def check_model_flags(
         dtype: float32, bfloat16, float16 (or bf16-true / 32-true ...), None for the device's default.
         quantize: None or a mode of `litgpt.quantization.MODES`.
     """
-    from litgpt.api import check_quantize, default_precision
+    from litgpt.api import check_quantize
+    from litgpt.precision import default_inference_precision as default_precision
     from litgpt.quantization import check_quantize_supported
     from litgpt.utils import parse_dtype
 

@@ -22,6 +22,7 @@ import torch
 
 from litgpt.model import GPT
 from litgpt.tokenizer import Tokenizer
+from litgpt.utils import check_int
 
 
 @dataclass(frozen=True)
@@ -44,18 +45,6 @@ def model_device(model: torch.nn.Module) -> torch.device:
     for tensor in model.buffers():
         return tensor.device
     return torch.device("cpu")
-
-
-def check_int(name: str, value: object, minimum: int) -> None:
-    """A one-line ValueError unless `value` is an int (not a bool) >= `minimum`.
-
-    Args:
-        name: the argument's name, for the message.
-        value: the value to check.
-        minimum: the smallest valid value.
-    """
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def compute_dtype(model: torch.nn.Module) -> torch.dtype:

@@ -12,7 +12,8 @@ from litgpt.data.base import DataModule
 from litgpt.model import GPT
 from litgpt.train.args import EvalArgs, LogArgs, TrainArgs
 from litgpt.train.loop import Method, TrainingRun, fit
-from litgpt.utils import check_valid_checkpoint_dir, load_checkpoint
+from litgpt.utils import check_valid_checkpoint_dir
+from litgpt.checkpoint import load_checkpoint
 
 
 class FullFinetuning(Method):
@@ -24,7 +25,7 @@ class FullFinetuning(Method):
         self.checkpoint_dir = Path(checkpoint_dir)
 
     def check(self) -> None:
-        from litgpt.adapter import check_base_checkpoint
+        from litgpt.checkpoint import check_base_checkpoint
 
         check_base_checkpoint(self.checkpoint_dir)  # not a folder of PEFT weights only, nor an adapter run's
 

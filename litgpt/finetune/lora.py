@@ -24,12 +24,13 @@ from litgpt.finetune.common import run_finetuning
 from litgpt.lora import LORA_FILE, LoRASettings, inject_lora, is_lora_key, linear_sites, merge_lora_weights
 from litgpt.model import GPT
 from litgpt.train.args import EvalArgs, LoggerName, LogArgs, Precision, Strategy, TrainArgs
-from litgpt.train.loop import Method, default_precision
-from litgpt.utils import load_checkpoint, load_state_dict, parse_dtype
+from litgpt.train.loop import Method
+from litgpt.precision import MIXED_PRECISIONS, default_training_precision as default_precision
+from litgpt.utils import load_state_dict, parse_dtype
+from litgpt.checkpoint import load_checkpoint
 
 QLoRAMode = Literal["bnb.nf4", "bnb.nf4-dq", "bnb.fp4", "bnb.fp4-dq", "bnb.int8-training"]
 QLORA_MODES = ("bnb.nf4", "bnb.nf4-dq", "bnb.fp4", "bnb.fp4-dq", "bnb.int8-training")
-_LOW_PRECISION = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -111,7 +112,7 @@ def set_training_dtypes(model: GPT, precision: str) -> None:
     copy of the (frozen) matrix.
     """
     dtype = parse_dtype(precision.replace("-mixed", "-true"))
-    if precision not in _LOW_PRECISION:
+    if precision not in MIXED_PRECISIONS:
         model.to(dtype)
         return
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
@@ -158,7 +159,7 @@ class PEFTFinetuning(Method):
         self.config: Optional[Config] = None
 
     def check(self) -> None:
-        from litgpt.adapter import check_base_checkpoint
+        from litgpt.checkpoint import check_base_checkpoint
 
         check_base_checkpoint(self.checkpoint_dir)
         if self.quantize is not None:

@@ -49,7 +49,8 @@ def main(
         compile: Compile the decode step with torch.compile (the first tokens wait for the compilation).
         seed: Random seed for sampling.
     """
-    from litgpt.api import LLM, check_precision, check_quantize
+    from litgpt.api import LLM, check_quantize
+    from litgpt.precision import check_inference_precision as check_precision
     from litgpt.utils import check_valid_checkpoint_dir
 
     out, err = sys.stdout, sys.stderr

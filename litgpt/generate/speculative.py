@@ -203,7 +203,8 @@ def main(
     import sys
     import time
 
-    from litgpt.api import LLM, check_precision
+    from litgpt.api import LLM
+    from litgpt.precision import check_inference_precision as check_precision
     from litgpt.utils import check_valid_checkpoint_dir
 
     check_precision(precision)

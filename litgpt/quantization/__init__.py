@@ -5,10 +5,10 @@
 
 Modes: bitsandbytes `bnb.nf4`, `bnb.nf4-dq`, `bnb.fp4`, `bnb.fp4-dq`, `bnb.int8`, and the portable weight-only
 `int8` (per output channel) and `int4` (group-wise; `int4-g32`, `int4-g64` = `int4`, `int4-g128`) written in
-PyTorch, which run on CPU and GPU without bitsandbytes. See `tutorials/quantize.md`.
+PyTorch, which run on CPU and GPU without bitsandbytes. See `tutorials/quantize.md`. The `litgpt quantize` verb is
+`litgpt.quantization.cli.quantize_checkpoint`.
 """
 
-from litgpt.quantization.cli import quantize_checkpoint
 from litgpt.quantization.loading import check_quantize_supported, load_model, quantize_model
 from litgpt.quantization.modes import MODES, QuantSpec, parse_quantize, read_quantization_file
 from litgpt.quantization.portable import (
@@ -33,7 +33,6 @@ __all__ = [
     "dequantize_int4",
     "load_model",
     "parse_quantize",
-    "quantize_checkpoint",
     "quantize_int4",
     "quantize_int8",
     "quantize_model",

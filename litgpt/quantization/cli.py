@@ -19,9 +19,9 @@ from litgpt.quantization.modes import (
     quantization_file_text,
     read_quantization_file,
 )
+from litgpt.precision import INFERENCE_PRECISIONS, check_inference_precision
 from litgpt.utils import check_valid_checkpoint_dir, copy_config_files
 
-PRECISIONS = {"bf16-true": torch.bfloat16, "16-true": torch.float16, "32-true": torch.float32}
 
 
 def quantize_checkpoint(
@@ -53,8 +53,7 @@ def quantize_checkpoint(
     spec = parse_quantize(mode)
     if spec is None:
         raise ValueError(f"--mode {mode!r} quantizes nothing; expected one of {', '.join(MODES)}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    check_inference_precision(precision)
     checkpoint_dir = check_valid_checkpoint_dir(checkpoint_dir)
     already = read_quantization_file(checkpoint_dir)
     if already is not None:
@@ -66,7 +65,7 @@ def quantize_checkpoint(
         raise ValueError("out_dir must differ from checkpoint_dir (the full-precision checkpoint is kept)")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise FileExistsError(f"out_dir {out_dir} already exists and is not empty; choose another or remove it")
-    dtype = PRECISIONS[precision]
+    dtype = INFERENCE_PRECISIONS[precision]
     check_quantize_supported(spec, "cpu", dtype)
 
     start = time.perf_counter()

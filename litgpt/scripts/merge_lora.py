@@ -14,7 +14,8 @@ from typing import Optional
 
 import torch
 
-from litgpt.adapter import ADAPTER_FILE, check_base_checkpoint, combine_adapter_weights, read_adapter_config
+from litgpt.adapter import ADAPTER_FILE, combine_adapter_weights, read_adapter_config
+from litgpt.checkpoint import check_base_checkpoint
 from litgpt.config import Config
 from litgpt.lora import LORA_FILE, LoRASettings, merge_lora_weights, read_hyperparameters
 from litgpt.model import GPT

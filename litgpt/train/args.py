@@ -11,12 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal, Optional, Union
 
-from jsonargparse import set_parsing_settings
-
-# The CLI of the training verbs needs two parser settings: field docstrings as help text, and
-# `litgpt pretrain NAME` (an optional first argument given without its flag, as LitGPT accepts).
-# They are global to jsonargparse; `litgpt.__main__.build_parser` is the better home for them.
-set_parsing_settings(docstring_parse_attribute_docstrings=True, parse_optionals_as_positionals=True)
+from litgpt.precision import Precision  # noqa: F401 (the verbs' flag type)
 
 
 @dataclass
@@ -148,7 +143,6 @@ class LogArgs:
 
 
 LoggerName = Literal["csv", "tensorboard", "wandb", "mlflow"]
-Precision = Literal["32-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true"]
 Strategy = Literal["auto", "ddp", "fsdp"]
 
 

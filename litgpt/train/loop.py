@@ -29,6 +29,7 @@ from litgpt.config import Config
 from litgpt.data.base import IGNORE_INDEX, DataModule
 from litgpt.data.packing import packing_kwargs
 from litgpt.model import GPT
+from litgpt.precision import check_training_precision, default_training_precision
 from litgpt.train.args import EvalArgs, LogArgs, TrainArgs, step_dir_name
 from litgpt.train.checkpoint import (
     TRAINING_STATE,
@@ -49,7 +50,6 @@ from litgpt.train.monitor import Monitor, Throughput, check_logger_available, pe
 from litgpt.train.optim import OptimizerSpec, build_optimizer, build_scheduler, optimizer_lr
 from litgpt.utils import copy_config_files, load_torch_file
 
-PRECISIONS = ("32-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true")
 
 
 class Method:
@@ -136,13 +136,6 @@ class TrainState:
     val_history: list = field(default_factory=list)
 
 
-def default_precision(accelerator: str = "auto") -> str:
-    """bf16-mixed, or 16-mixed on GPUs without bfloat16 (LitGPT's choice for training)."""
-    if accelerator in ("auto", "cuda", "gpu") and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
-        return "16-mixed"
-    return "bf16-mixed"
-
-
 def device_count(accelerator: str, devices: Union[int, str]) -> int:
     """Devices per node that `devices` selects ("auto": every GPU, or 1 CPU process)."""
     if isinstance(devices, int) or (isinstance(devices, str) and devices.lstrip("-").isdigit()):
@@ -167,8 +160,7 @@ def check_run(method: Method, run: TrainingRun) -> Optional[Path]:
     run.train.validate()
     run.eval.validate()
     check_logger_available(run.logger_name)
-    if run.precision is not None and run.precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {run.precision!r}")
+    check_training_precision(run.precision)
     if run.strategy not in ("auto", "ddp", "fsdp"):
         raise ValueError(f"strategy must be auto, ddp or fsdp, got {run.strategy!r}")
     if run.num_nodes < 1:
@@ -212,7 +204,7 @@ def make_fabric(run: TrainingRun, activation_checkpointing: bool):
     """A Fabric for the run's accelerator, devices, nodes, strategy and precision."""
     import lightning as L
 
-    precision = run.precision or default_precision(run.accelerator)
+    precision = run.precision or default_training_precision(run.accelerator)
     world = device_count(run.accelerator, run.devices) * run.num_nodes
     strategy: Any = run.strategy
     if strategy == "auto":
@@ -290,7 +282,7 @@ class _Trainer:
         self.is_fsdp = type(fabric.strategy).__name__ == "ModelParallelStrategy"
         self.state = TrainState()
         self.monitor: Optional[Monitor] = None
-        self.precision = run.precision or default_precision(run.accelerator)
+        self.precision = run.precision or default_training_precision(run.accelerator)
 
     # ---------------------------------------------------------------------------------- set-up
     def setup(self) -> None:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from litgpt.precision import COMPUTE_DTYPES
 from litgpt.train.args import format_count, format_duration
 
 CSV_COLUMNS = ("step", "epoch", "tokens", "samples", "time", "loss", "val_loss", "val_ppl", "lr", "grad_norm",
@@ -265,8 +266,7 @@ def peak_device_flops(device: Any, precision: str) -> Optional[float]:
         import torch
         from lightning.fabric.utilities.throughput import get_available_flops
 
-        dtype = {"32-true": torch.float32, "bf16-mixed": torch.bfloat16, "bf16-true": torch.bfloat16,
-                 "16-mixed": torch.float16, "16-true": torch.float16}.get(precision, torch.float32)
+        dtype = COMPUTE_DTYPES.get(precision, torch.float32)
         if device.type != "cuda":
             return None
         return get_available_flops(device, dtype)
