@@ -1,9 +1,9 @@
-"""litgpt: pretrain, finetune, evaluate and serve LLMs. Public names: GPT, Config, Tokenizer."""
+"""litgpt: pretrain, finetune, evaluate and serve LLMs. Public names: GPT, Config, LLM, PromptStyle, Tokenizer."""
 
 from litgpt.config import Config
 from litgpt.model import GPT
 
-__all__ = ["GPT", "Config", "Tokenizer"]
+__all__ = ["GPT", "Config", "LLM", "PromptStyle", "Tokenizer"]
 
 
 def __getattr__(name):  # lazy imports keep `import litgpt` light

@@ -30,6 +30,26 @@ VERBS: dict[str, tuple[str, str, str]] = {
         "litgpt.generate.cli", "main",
         "Generate text from a prompt with a checkpoint (streamed; time and tokens/s on stderr).",
     ),
+    "generate_full": (
+        "litgpt.generate.full", "main",
+        "Generate with a base checkpoint and finetune_full weights (LitGPT's flags; `generate FOLDER` does the same).",
+    ),
+    "generate_adapter": (
+        "litgpt.generate.adapter", "main",
+        "Generate with a base checkpoint and an Adapter run's tensors (LitGPT's flags).",
+    ),
+    "generate_adapter_v2": (
+        "litgpt.generate.adapter_v2", "main",
+        "Generate with a base checkpoint and an Adapter v2 run's tensors (LitGPT's flags).",
+    ),
+    "generate_sequentially": (
+        "litgpt.generate.sequentially", "main",
+        "Generate with the layers split across devices / processes, run one after another (pipeline).",
+    ),
+    "generate_tp": (
+        "litgpt.generate.tp", "main",
+        "Generate with tensor parallelism: every layer's weights split across devices / processes.",
+    ),
     "chat": (
         "litgpt.chat.base", "main",
         "Chat with a checkpoint interactively; the conversation is remembered (/reset, /quit).",
@@ -61,6 +81,14 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "finetune_adapter_v2": (
         "litgpt.finetune.adapter_v2", "finetune_adapter_v2",
         "Finetune a checkpoint with LLaMA-Adapter v2 (prefix plus bias and scale on the linears).",
+    ),
+    "convert_pretrained_checkpoint": (
+        "litgpt.scripts.convert_pretrained_checkpoint", "convert_pretrained_checkpoint",
+        "Turn a pretraining checkpoint folder into a plain checkpoint folder (model weights, config, tokenizer).",
+    ),
+    "validate": (
+        "litgpt.scripts.validate", "validate",
+        "Check a checkpoint folder before a long job: files, config, tokenizer, shapes, dtype and memory.",
     ),
     "merge_lora": (
         "litgpt.scripts.merge_lora", "merge_lora",
@@ -107,18 +135,11 @@ def _top_level_help() -> str:
     return "\n".join(lines)
 
 
-def configure_jsonargparse() -> None:
-    """The two jsonargparse settings the verbs need, set by the CLI entry point only (they are global to
-    jsonargparse, so no library module sets them at import): dataclass field docstrings become `--help` text,
-    and an optional first argument may be given without its flag (`litgpt pretrain NAME`, as LitGPT accepts)."""
-    from jsonargparse import set_parsing_settings
-
-    set_parsing_settings(docstring_parse_attribute_docstrings=True, parse_optionals_as_positionals=True)
-
-
 def build_parser(verb: str):
     """A jsonargparse parser for one verb, built from its function's signature and docstring."""
     from jsonargparse import ActionConfigFile, ArgumentParser
+
+    from litgpt.utils import configure_jsonargparse
 
     configure_jsonargparse()
     fn = resolve(verb)
@@ -144,6 +165,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_top_level_help())
+        if argv:  # `-h` exits through SystemExit like any CLI (and like LitGPT's); no argument returns 0
+            raise SystemExit(0)
         return 0
     verb, rest = argv[0], argv[1:]
     if verb not in VERBS:

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator, Literal, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Literal, Optional, Sequence, Union
 
 import torch
 
@@ -22,12 +22,12 @@ from litgpt.precision import (
     default_inference_precision,
     resolve_device,
 )
-from litgpt.generate.base import Generation, TextRow, check_sampling_args, compile_decode_step
+from litgpt.generate.engine import Generation, TextRow, check_sampling_args, compile_decode_step
 from litgpt.model import GPT
 from litgpt.prompts import PromptStyle, resolve_prompt_style, save_prompt_style
 from litgpt.tokenizer import Tokenizer
 from litgpt.quantization.modes import QUANTIZATION_FILE
-from litgpt.utils import check_valid_checkpoint_dir, copy_config_files, save_atomic
+from litgpt.utils import chunked_cross_entropy, check_valid_checkpoint_dir, copy_side_files, load_state_dict, save_atomic
 from litgpt.checkpoint import load_checkpoint
 
 DEFAULT_CHECKPOINTS = Path("checkpoints")
@@ -45,14 +45,31 @@ def check_quantize(quantize: Optional[str]) -> None:
         parse_quantize(quantize)
 
 
-class LLM:
-    """A model, its tokenizer and its prompt style, ready to generate.
+class Preprocessor:
+    """Text <-> token ids on a device (LitGPT's `LLM.preprocessor`)."""
+
+    def __init__(self, tokenizer: Tokenizer, device: str = "cpu") -> None:
+        self.tokenizer = tokenizer
+        self.device = device
+
+    def encode(self, text: str) -> torch.Tensor:
+        """The token ids of `text` (with the tokenizer's BOS where it adds one) on the device."""
+        return self.tokenizer.encode(text, device=self.device)
+
+    def decode(self, token_ids: torch.Tensor) -> str:
+        """The text of `token_ids`."""
+        return self.tokenizer.decode(token_ids)
+
+
+class LLM(torch.nn.Module):
+    """A model, its tokenizer and its prompt style, ready to generate; also a `torch.nn.Module` whose forward is the
+    model's (logits, or logits and loss), so it trains in a Lightning `Trainer` (tutorials/python-api.md).
 
     Make one with `LLM.load(...)`; it is placed on a device by `load` (default) or by `distribute(...)`.
 
     Attributes:
         model: the `GPT`.
-        tokenizer: the `Tokenizer`.
+        tokenizer: the `Tokenizer`; `preprocessor` wraps it with a device (LitGPT's name).
         prompt_style: the `PromptStyle` applied to each prompt.
         config: the model's `Config`.
         checkpoint_dir: the folder the weights came from (None for init="random").
@@ -64,26 +81,92 @@ class LLM:
     def __init__(
         self,
         model: GPT,
-        tokenizer: Tokenizer,
+        preprocessor: Union[Tokenizer, Preprocessor, None] = None,
         prompt_style: Optional[PromptStyle] = None,
+        devices: Union[int, list[int], None] = None,
+        config: Optional[Config] = None,
         checkpoint_dir: Optional[Path] = None,
+        fabric: Any = None,
+        generate_strategy: Optional[Literal["sequential", "tensor_parallel"]] = None,
+        kv_cache_initialized: bool = False,
+        fixed_kv_cache_size: Union[int, Literal["max_model_supported"], None] = None,
+        tokenizer: Optional[Tokenizer] = None,
     ) -> None:
-        """Wraps an already built model; most code uses `LLM.load` instead.
+        """Wraps an already built model; most code uses `LLM.load` instead. LitGPT's arguments are accepted
+        (`devices`, `fabric`, `generate_strategy`, `kv_cache_initialized` are set by `distribute` here).
 
         Args:
             model: the model (on the CPU or the meta-free device of your choice).
-            tokenizer: its tokenizer.
+            preprocessor: its tokenizer (a `Tokenizer`, or LitGPT's `Preprocessor`).
             prompt_style: the prompt style (default: the registry table's style for `model.config.name`).
+            devices: ignored (see `distribute`).
+            config: the model's config (default: `model.config`).
             checkpoint_dir: where the model was loaded from, if anywhere.
+            fabric: ignored (see `distribute`).
+            generate_strategy: ignored (see `distribute`).
+            kv_cache_initialized: ignored (the KV cache is sized per call or by `distribute`).
+            fixed_kv_cache_size: see `distribute`.
+            tokenizer: the tokenizer, when given by keyword.
         """
+        super().__init__()
+        if isinstance(preprocessor, Preprocessor):
+            preprocessor = preprocessor.tokenizer
+        tokenizer = tokenizer or preprocessor
+        if tokenizer is None:
+            raise ValueError("LLM needs the model's tokenizer: LLM(model, tokenizer) or LLM.load(...)")
+        if config is not None and model.config is not config:
+            model.config = config
         self.model = model.eval()
         self.tokenizer = tokenizer
+        self.preprocessor = Preprocessor(tokenizer, device="cpu")
         self.prompt_style = prompt_style or PromptStyle.from_config(model.config)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.device: Optional[torch.device] = None
         self.precision: Optional[str] = None
-        self.fixed_kv_cache_size: Optional[int] = None
+        self.quantize: Optional[str] = None
+        self.fixed_kv_cache_size = fixed_kv_cache_size if isinstance(fixed_kv_cache_size, int) else None
         self.step_fn = None
+
+    # ------------------------------------------------------------------------------------------------ nn.Module
+
+    def state_dict(self, destination: Any = None, prefix: str = "", keep_vars: bool = False) -> dict[str, Any]:
+        """The model's state dict (the same keys as `lit_model.pth`)."""
+        return self.model.state_dict(destination=destination, prefix=prefix, keep_vars=keep_vars)
+
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """Loads `state_dict` (the keys of `lit_model.pth`) into the model."""
+        return self.model.load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def forward(
+        self, input_ids: torch.Tensor, target_ids: Optional[torch.Tensor] = None,
+        loss_fn: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
+    ) -> Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """The model's logits (B, T, V) for `input_ids` (B, T); with `target_ids` (B, T) also the loss of predicting
+        each next target: `loss_fn(logits[:, :-1], target_ids[:, 1:])` (default: mean cross-entropy over the
+        targets that are not -100)."""
+        logits = self.model(input_ids)
+        if target_ids is None:
+            return logits
+        loss_fn = loss_fn or chunked_cross_entropy
+        return logits, loss_fn(logits[..., :-1, :], target_ids[..., 1:])
+
+    def trainer_setup(self, trainer_ckpt: Optional[Path] = None) -> None:
+        """Prepares the model for training in a Lightning `Trainer`: loads the weights of `trainer_ckpt` (a Trainer
+        checkpoint or a `lit_model.pth`) or, without it, of `checkpoint_dir`, and switches to training mode."""
+        if trainer_ckpt is not None:
+            state = load_state_dict(trainer_ckpt)
+            if "state_dict" in state and isinstance(state["state_dict"], dict):  # a Lightning Trainer checkpoint
+                state = {k.split("model.", 1)[1]: v for k, v in state["state_dict"].items() if "model." in k}
+            self.model.load_state_dict(state)
+        elif self.checkpoint_dir is not None and (self.checkpoint_dir / "lit_model.pth").is_file():
+            load_checkpoint(self.model, self.checkpoint_dir / "lit_model.pth")
+        else:
+            raise ValueError(
+                "trainer_setup found no weights: pass trainer_ckpt, or load the LLM from a checkpoint folder with "
+                "lit_model.pth"
+            )
+        self.model.clear_kv_cache()
+        self.model.train()
 
     @property
     def config(self) -> Config:
@@ -161,7 +244,7 @@ class LLM:
         else:
             gpt = GPT(config)
         style = resolve_prompt_style(checkpoint_dir or (path if path.is_dir() else None), gpt.config, tokenizer)
-        llm = cls(gpt, tokenizer, style, checkpoint_dir)
+        llm = cls(gpt, tokenizer, prompt_style=style, checkpoint_dir=checkpoint_dir)
         if distribute == "auto":
             llm.distribute()
         return llm
@@ -243,6 +326,7 @@ class LLM:
             pack_weights_in_huge_pages(self.model)  # and ~1.4x faster again from 2 MiB pages
         self.quantize = quantize if quantize is not None else (saved.mode if saved is not None else None)
         self.device, self.precision = device, precision
+        self.preprocessor.device = str(device)
         self.fixed_kv_cache_size = fixed_kv_cache_size
         self.step_fn = compile_decode_step() if compile else None
         return self
@@ -392,24 +476,29 @@ class LLM:
 
     # ------------------------------------------------------------------------------------------------ saving
 
-    def save(self, out_dir: Union[str, Path], prompt_style: Optional[PromptStyle] = None) -> Path:
+    def save(self, out_dir: Union[str, Path, None] = None, prompt_style: Optional[PromptStyle] = None) -> Path:
         """Writes a checkpoint folder: lit_model.pth, model_config.yaml, the tokenizer files and
         prompt_style.yaml (`LLM.load(out_dir)` loads it back).
 
         Args:
-            out_dir: the folder (created if missing).
+            out_dir: the folder (created if missing). Default: the folder the model was loaded from (its
+                lit_model.pth is replaced atomically), as in LitGPT.
             prompt_style: the style to record (default: this LLM's).
 
         Returns:
             `out_dir` as a Path.
         """
+        if out_dir is None:
+            if self.checkpoint_dir is None:
+                raise ValueError("save() needs out_dir for a model that was not loaded from a checkpoint folder")
+            out_dir = self.checkpoint_dir
         out_dir = Path(out_dir)
         if out_dir.exists() and not out_dir.is_dir():
             raise NotADirectoryError(f"{out_dir} exists and is not a directory")
         out_dir.mkdir(parents=True, exist_ok=True)
         save_atomic(_cpu_state_dict(self.model), out_dir / "lit_model.pth")
         self.config.save(out_dir)
-        copy_config_files(self.tokenizer.checkpoint_dir, out_dir)
+        copy_side_files(self.tokenizer.checkpoint_dir, out_dir)
         for extra in ("chat_template.jinja", "chat_template.json"):
             src = self.tokenizer.checkpoint_dir / extra
             if src.is_file() and src.resolve() != (out_dir / extra).resolve():
@@ -473,14 +562,6 @@ def _cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def _pretrained_dir(config: Config, access_token: Optional[str]) -> Path:
     """`checkpoints/<org>/<name>` for a registry config, downloaded and converted there if missing."""
-    hf = config.hf_config or {}
-    if not hf.get("org") or not hf.get("name"):
-        raise ValueError(f"the registry entry {config.name!r} has no Hugging Face repo to download from")
-    repo_id = f"{hf['org']}/{hf['name']}"
-    local = DEFAULT_CHECKPOINTS / repo_id
-    if (local / "lit_model.pth").is_file() and (local / "model_config.yaml").is_file():
-        return local
-    from litgpt.scripts.download import download_from_hub
+    from litgpt.scripts.download import auto_download_checkpoint
 
-    download_from_hub(repo_id, access_token=access_token, checkpoint_dir=DEFAULT_CHECKPOINTS)
-    return check_valid_checkpoint_dir(local)
+    return auto_download_checkpoint(config.name, access_token=access_token)

@@ -1,7 +1,15 @@
-"""Small helpers shared by the verbs: checkpoint files, atomic writes, precision names."""
+"""Foundations shared by every layer: checkpoint files, atomic writes, argument checks, optimizers by name,
+and LitGPT's utility names (`CLI`, `lazy_load`, `chunked_cross_entropy`, `choose_logger`, ...).
+
+Layer 0: imports nothing from the project but `litgpt.precision` (also layer 0); see tutorials/architecture.md.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import inspect
+import math
 import os
 import pickle
 import shutil
@@ -9,11 +17,12 @@ import tempfile
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Iterable, Iterator, Literal, Optional, Union
 
 import torch
 
 PathLike = Union[str, Path]
+OptimizerSpec = Union[str, dict]
 
 # The tokenizer proper (the first two are the tokenizer models themselves).
 TOKENIZER_FILES = (
@@ -121,8 +130,15 @@ def check_state_dict_matches(
             )
 
 
-def check_valid_checkpoint_dir(checkpoint_dir: PathLike, model_filename: str = "lit_model.pth") -> Path:
-    """Raises a one-line error unless `checkpoint_dir` holds `model_config.yaml` and the weights."""
+def check_valid_checkpoint_dir(
+    checkpoint_dir: PathLike, model_filename: str = "lit_model.pth", verbose: bool = True, raise_error: bool = False,
+    ignore_tokenizer_files: bool = True,
+) -> Path:
+    """Raises a one-line FileNotFoundError unless `checkpoint_dir` holds `model_config.yaml` and the weights (and,
+    with `ignore_tokenizer_files=False`, a tokenizer); returns the folder.
+
+    LitGPT's `verbose` and `raise_error` are accepted: the error is always raised (LitGPT exits the process
+    unless `raise_error`); the tokenizer is checked where it is needed, so it is not required by default here."""
     checkpoint_dir = Path(checkpoint_dir)
     if not checkpoint_dir.is_dir():
         raise FileNotFoundError(f"checkpoint directory {checkpoint_dir} does not exist")
@@ -134,6 +150,8 @@ def check_valid_checkpoint_dir(checkpoint_dir: PathLike, model_filename: str = "
         elif any((checkpoint_dir / f"{model_filename}.{kind}").is_file() for kind in ("lora", "adapter")):
             hint = f"; it holds only finetuned PEFT weights: run `litgpt merge_lora {checkpoint_dir}` first"
         raise FileNotFoundError(f"{checkpoint_dir} is missing {', '.join(missing)}{hint}")
+    if not ignore_tokenizer_files and not any((checkpoint_dir / f).is_file() for f in TOKENIZER_FILES[:2]):
+        raise FileNotFoundError(f"{checkpoint_dir} is missing its tokenizer (tokenizer.json or tokenizer.model)")
     return checkpoint_dir
 
 
@@ -157,7 +175,7 @@ def return_freed_memory() -> None:
         pass
 
 
-def copy_config_files(source_dir: PathLike, out_dir: PathLike) -> list[Path]:
+def copy_side_files(source_dir: PathLike, out_dir: PathLike) -> list[Path]:
     """Copies the tokenizer, generation and chat-template files that exist in `source_dir` into `out_dir`."""
     source_dir, out_dir = Path(source_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -210,3 +228,424 @@ def num_parameters(module: torch.nn.Module, requires_grad: Optional[bool] = None
         if requires_grad is None or p.requires_grad == requires_grad:
             seen[id(p)] = p.numel()
     return sum(seen.values())
+
+
+def configure_jsonargparse() -> None:
+    """The two jsonargparse settings the verbs need, set only by CLI entry points (`litgpt.__main__`, `CLI`), never
+    when a library module is imported: dataclass field docstrings become `--help` text, and an optional first
+    argument may be given without its flag (`litgpt pretrain NAME`, as LitGPT accepts)."""
+    from jsonargparse import set_parsing_settings
+
+    set_parsing_settings(docstring_parse_attribute_docstrings=True, parse_optionals_as_positionals=True)
+
+
+def device_count(accelerator: str, devices: Union[int, str]) -> int:
+    """Devices per node that `devices` selects ("auto": every GPU, or 1 CPU process)."""
+    if isinstance(devices, int) or (isinstance(devices, str) and devices.lstrip("-").isdigit()):
+        n = int(devices)
+        if n == -1:
+            return max(1, torch.cuda.device_count()) if accelerator != "cpu" else 1
+        if n < 1:
+            raise ValueError(f"devices must be >= 1, -1 or 'auto', got {devices}")
+        return n
+    if devices != "auto":
+        raise ValueError(f"devices must be a number or 'auto', got {devices!r}")
+    if accelerator in ("auto", "cuda", "gpu") and torch.cuda.is_available():
+        return torch.cuda.device_count()
+    return 1
+
+
+def training_flops_per_token(model: Any, seq_length: int) -> float:
+    """FLOPs of a forward + backward pass per token: 6 x (parameters in matmuls) plus attention scores
+    (12 x layers x n_embd-equivalent x sequence length), following the PaLM paper's appendix B."""
+    config = model.config
+    n = 0
+    for name, p in model.named_parameters():
+        if p.dim() >= 2 and "wte" not in name and "wpe" not in name:
+            n += p.numel()
+    if getattr(config, "tie_embeddings", False):
+        n += model.lm_head.weight.numel()
+    attention = 12 * config.n_layer * config.n_head * config.head_size * seq_length
+    return 6 * n + attention
+
+
+def resolve_optimizer_class(name: str) -> type:
+    """'AdamW', 'torch.optim.SGD' or 'package.module.Class' -> the optimizer class."""
+    if "." not in name:
+        cls = getattr(torch.optim, name, None)
+        if not (inspect.isclass(cls) and issubclass(cls, torch.optim.Optimizer)):
+            known = sorted(n for n, c in vars(torch.optim).items()
+                           if inspect.isclass(c) and issubclass(c, torch.optim.Optimizer) and c is not torch.optim.Optimizer)
+            raise ValueError(f"unknown optimizer {name!r}; torch.optim has {', '.join(known)} (or give a dotted class path)")
+        return cls
+    module_name, _, cls_name = name.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"cannot import the optimizer {name!r}: {err}") from None
+    cls = getattr(module, cls_name, None)
+    if not inspect.isclass(cls):
+        raise ValueError(f"{module_name} has no class {cls_name!r}")
+    return cls
+
+
+def parse_optimizer_spec(spec: OptimizerSpec) -> tuple[type, dict[str, Any]]:
+    """The optimizer class and its keyword arguments from "AdamW" or {"class_path": ..., "init_args": {...}}."""
+    if isinstance(spec, str):
+        return resolve_optimizer_class(spec), {}
+    if not isinstance(spec, dict) or "class_path" not in spec:
+        raise ValueError(f"optimizer must be a name such as 'AdamW' or a dict with class_path and init_args, got {spec!r}")
+    unknown = set(spec) - {"class_path", "init_args"}
+    if unknown:
+        raise ValueError(f"optimizer: unknown key(s) {sorted(unknown)}; expected class_path and init_args")
+    cls = resolve_optimizer_class(spec["class_path"])
+    kwargs = dict(spec.get("init_args") or {})
+    accepted = inspect.signature(cls.__init__).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+        bad = sorted(k for k in kwargs if k not in accepted)
+        if bad:
+            raise ValueError(f"optimizer {cls.__name__} takes no argument(s) {bad}")
+    return cls, kwargs
+
+
+# --------------------------------------------------------------------------------------------------------
+# LitGPT's names (`from litgpt.utils import ...` in LitGPT users' scripts), with LitGPT's signatures. Where this
+# project's behaviour is better it is kept and LitGPT's arguments are accepted: see
+# tutorials/migrating-from-litgpt.md.
+
+MODEL_CONFIG_FILE = "model_config.yaml"
+
+
+def CLI(*args: Any, **kwargs: Any) -> Any:
+    """`jsonargparse.CLI` with the settings the verbs use (`litgpt.utils.CLI(main)` in a script)."""
+    from jsonargparse import CLI as _CLI
+
+    configure_jsonargparse()
+    kwargs.setdefault("as_positional", False)
+    return _CLI(*args, **kwargs)
+
+
+def auto_download_checkpoint(model_name: str, access_token: Optional[str] = None,
+                             ignore_tokenizer_files: bool = False) -> Path:
+    """The checkpoint folder of `model_name` (a folder, Hub repo id or registry name), downloaded and converted
+    first when it is not on disk: `litgpt.scripts.download.auto_download_checkpoint`.
+
+    The one import from a higher layer in this module, made when called (see tutorials/architecture.md)."""
+    from litgpt.scripts.download import auto_download_checkpoint as download
+
+    return download(model_name, access_token=access_token, ignore_tokenizer_files=ignore_tokenizer_files)
+
+
+def lazy_load(filename: PathLike) -> Any:
+    """The object in a `torch.save` file, memory-mapped (tensors are read when used)."""
+    return load_torch_file(filename, mmap=True)
+
+
+def copy_config_files(source_dir: PathLike, out_dir: PathLike) -> None:
+    """Copies `model_config.yaml` and the tokenizer, generation and chat-template files of `source_dir` into
+    `out_dir` (LitGPT's behaviour; `copy_side_files` copies all but `model_config.yaml`)."""
+    copied = copy_side_files(source_dir, out_dir)
+    src, dst = Path(source_dir) / MODEL_CONFIG_FILE, Path(out_dir) / MODEL_CONFIG_FILE
+    if src.is_file() and src.resolve() != dst.resolve():
+        shutil.copy2(src, dst)
+        copied.append(dst)
+
+
+def save_config(config: Any, checkpoint_dir: PathLike) -> None:
+    """Writes `config` (a `litgpt.Config`) as `checkpoint_dir/model_config.yaml` (the folder is created)."""
+    Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+    config.save(checkpoint_dir)
+
+
+def extend_checkpoint_dir(checkpoint_dir: PathLike) -> Path:
+    """`checkpoint_dir`, or `checkpoints/<checkpoint_dir>` when only that exists (names as `litgpt download` saves
+    them, e.g. "EleutherAI/pythia-14m")."""
+    checkpoint_dir = Path(checkpoint_dir)
+    extended = Path("checkpoints") / checkpoint_dir
+    if not checkpoint_dir.is_absolute() and not checkpoint_dir.exists() and extended.exists():
+        return extended
+    return checkpoint_dir
+
+
+def init_out_dir(out_dir: PathLike) -> Path:
+    """`out_dir`, placed under `$LIGHTNING_ARTIFACTS_DIR` when that is set and `out_dir` is relative."""
+    out_dir = Path(out_dir)
+    root = os.environ.get("LIGHTNING_ARTIFACTS_DIR")
+    if not out_dir.is_absolute() and root:
+        return Path(root) / out_dir
+    return out_dir
+
+
+def find_resume_path(resume: Union[bool, Literal["auto"], PathLike], out_dir: PathLike) -> Optional[Path]:
+    """The `lit_model.pth` of the latest `step-*` checkpoint in `out_dir` for `resume=True` / "auto" (None when
+    "auto" finds none; FileNotFoundError when True finds none), `resume` itself when it is a path, else None."""
+    if not resume or isinstance(resume, (str, Path)) and str(resume).lower() not in ("auto", "true"):
+        return Path(resume) if resume and str(resume).lower() != "false" else None
+    found = sorted(Path(out_dir).glob("step-*/lit_model.pth"), key=lambda p: int(p.parent.name.split("-")[-1]))
+    if found:
+        return found[-1]
+    if resume is True or str(resume).lower() == "true":
+        raise FileNotFoundError(f"--resume true: no step-*/lit_model.pth checkpoint in --out_dir {out_dir}")
+    return None
+
+
+class CycleIterator:
+    """Iterates over `iterable` again and again; `epoch` counts the completed passes."""
+
+    def __init__(self, iterable: Iterable) -> None:
+        self.iterable = iterable
+        self.epoch = 0
+        self._iterator: Optional[Iterator] = None
+
+    def __next__(self) -> Any:
+        if self._iterator is None:
+            self._iterator = iter(self.iterable)
+        try:
+            return next(self._iterator)
+        except StopIteration:
+            self._iterator = iter(self.iterable)
+            self.epoch += 1
+            return next(self._iterator)
+
+    def __iter__(self) -> "CycleIterator":
+        return self
+
+
+def chunked_cross_entropy(
+    logits: Union[torch.Tensor, list[torch.Tensor]], targets: torch.Tensor, chunk_size: int = 128,
+    ignore_index: int = -100,
+) -> torch.Tensor:
+    """Mean cross-entropy over the targets that are not `ignore_index`, computed `chunk_size` rows at a time
+    (0: in one go) so the float32 upcast of a large vocabulary never exists for all rows at once.
+
+    Args:
+        logits: (B, T, V), or a list of (B, t_i, V) pieces along T (as `GPT(lm_head_chunk_size=...)` returns).
+        targets: (B, T) token ids.
+        chunk_size: rows per piece of the computation; 0 for one piece.
+        ignore_index: target value that does not count.
+    """
+    if isinstance(logits, list):
+        logits = torch.cat(logits, dim=1)
+    logits = logits.reshape(-1, logits.size(-1))
+    targets = targets.reshape(-1)
+    if chunk_size <= 0:
+        return torch.nn.functional.cross_entropy(logits, targets, ignore_index=ignore_index)
+    total = logits.new_zeros((), dtype=torch.float32)
+    for rows, ys in zip(logits.split(chunk_size), targets.split(chunk_size)):
+        total = total + torch.nn.functional.cross_entropy(rows.float(), ys, ignore_index=ignore_index, reduction="sum")
+    count = (targets != ignore_index).sum().clamp(min=1)
+    return (total / count).to(logits.dtype)
+
+
+def parse_devices(devices: Union[str, int]) -> int:
+    """The number of devices `devices` means: a count, or "auto" / -1 for every GPU (1 without GPUs)."""
+    return device_count("auto", devices)
+
+
+def get_default_supported_precision(training: bool) -> str:
+    """The default precision of this machine: for training bf16-mixed (16-mixed on GPUs without bfloat16), for
+    inference bf16-true (16-true on such GPUs)."""
+    from litgpt.precision import default_training_precision
+
+    mixed = default_training_precision("auto")
+    return mixed if training else mixed.replace("-mixed", "-true")
+
+
+def instantiate_torch_optimizer(optimizer: OptimizerSpec, model_parameters: Any, **kwargs: Any) -> torch.optim.Optimizer:
+    """An optimizer from a name ("AdamW", "torch.optim.SGD") or {"class_path": ..., "init_args": {...}};
+    `kwargs` override the init_args (only those the optimizer accepts)."""
+    cls, init_args = parse_optimizer_spec(optimizer)
+    accepted = inspect.signature(cls.__init__).parameters
+    init_args.update({k: v for k, v in kwargs.items() if k in accepted})
+    return cls(model_parameters, **init_args)
+
+
+def instantiate_bnb_optimizer(optimizer: OptimizerSpec, model_parameters: Any) -> torch.optim.Optimizer:
+    """The bitsandbytes 8-bit paged version of an AdamW/Adam/SGD spec (for QLoRA): `bnb.optim.PagedAdamW`, ..."""
+    cls, init_args = parse_optimizer_spec(optimizer)
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        raise ImportError("instantiate_bnb_optimizer needs bitsandbytes: pip install 'litgpt[bnb]'") from None
+    paged = getattr(bnb.optim, f"Paged{cls.__name__}", None)
+    if paged is None:
+        raise ValueError(f"bitsandbytes has no paged version of {cls.__name__}; use AdamW, Adam or SGD")
+    return paged(model_parameters, **init_args)
+
+
+def choose_logger(
+    logger_name: Literal["csv", "tensorboard", "wandb", "mlflow", "litlogger"], out_dir: PathLike, name: str,
+    log_interval: int = 1, log_args: Optional[dict] = None, resume: Optional[bool] = None, **kwargs: Any,
+) -> Any:
+    """A Lightning Fabric logger writing under `out_dir/logs` (csv, tensorboard, wandb or mlflow)."""
+    from lightning.fabric import loggers
+
+    out_dir = Path(out_dir)
+    if logger_name == "csv":
+        return loggers.CSVLogger(root_dir=out_dir / "logs", name="csv", flush_logs_every_n_steps=log_interval, **kwargs)
+    if logger_name == "tensorboard":
+        return loggers.TensorBoardLogger(root_dir=out_dir / "logs", name="tensorboard", **kwargs)
+    if logger_name == "wandb":
+        from lightning.pytorch.loggers import WandbLogger
+
+        return WandbLogger(project=name, resume=resume, config=log_args, **kwargs)
+    if logger_name == "mlflow":
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        return MLFlowLogger(experiment_name=name, **kwargs)
+    raise ValueError(f"unknown logger_name {logger_name!r}; expected csv, tensorboard, wandb or mlflow")
+
+
+def estimate_flops(model: Any, training: bool) -> int:
+    """FLOPs of one sequence of `model.max_seq_length` tokens through `model` (a GPT): forward + backward when
+    `training`, forward only (a third) otherwise."""
+    per_token = training_flops_per_token(model, model.max_seq_length)
+    return int(per_token * model.max_seq_length / (1 if training else 3))
+
+
+def capture_hparams() -> dict[str, Any]:
+    """The arguments of the calling function (its local variables when called first thing), with paths as strings
+    and dataclasses as dicts: what a verb records as its hyperparameters."""
+    frame = inspect.currentframe().f_back
+    out = {}
+    for key, value in frame.f_locals.items():
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = dataclasses.asdict(value)
+        elif isinstance(value, Path):
+            value = str(value)
+        out[key] = value
+    return out
+
+
+def save_hyperparameters(function: Any, checkpoint_dir: PathLike, hparams: Optional[dict] = None) -> Path:
+    """Writes `hyperparameters.yaml` into `checkpoint_dir`: `hparams`, or the values of `function`'s parameters
+    given on this process's command line (`sys.argv`) on top of its defaults."""
+    import sys
+
+    import yaml
+
+    if hparams is None:
+        hparams = {name: p.default for name, p in inspect.signature(function).parameters.items()
+                   if p.default is not inspect.Parameter.empty}
+        argv = sys.argv[1:]
+        for i, arg in enumerate(argv):
+            if arg.startswith("--") and i + 1 < len(argv):
+                key, _, value = arg[2:].partition("=")
+                hparams[key] = value if _ else argv[i + 1]
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return plain(dataclasses.asdict(value))
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
+
+    path = Path(checkpoint_dir) / "hyperparameters.yaml"
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(plain(hparams), sort_keys=False), encoding="utf-8")
+    return path
+
+
+def get_argument_names(cls: Any) -> set[str]:
+    """The names of the arguments `cls(...)` takes."""
+    return {name for name, p in inspect.signature(cls).parameters.items()
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
+@dataclasses.dataclass
+class CheckpointValidationResult:
+    """What `validate_checkpoint` found: keys the model lacks or has more of, shape mismatches, other errors."""
+
+    is_valid: bool
+    missing_keys: list = dataclasses.field(default_factory=list)
+    unexpected_keys: list = dataclasses.field(default_factory=list)
+    shape_mismatches: list = dataclasses.field(default_factory=list)
+    errors: list = dataclasses.field(default_factory=list)
+
+
+def validate_checkpoint(checkpoint_path: PathLike, model: torch.nn.Module, verbose: bool = True) -> CheckpointValidationResult:
+    """Compares the state dict in `checkpoint_path` with `model`'s (names and shapes) without loading it."""
+    result = CheckpointValidationResult(is_valid=False)
+    try:
+        state = load_state_dict(checkpoint_path)
+    except (FileNotFoundError, ValueError) as err:
+        result.errors.append(str(err))
+    else:
+        own = model.state_dict()
+        result.missing_keys = [k for k in own if k not in state]
+        result.unexpected_keys = [k for k in state if k not in own]
+        result.shape_mismatches = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items()
+                                   if k in own and tuple(v.shape) != tuple(own[k].shape)]
+        result.is_valid = not (result.missing_keys or result.unexpected_keys or result.shape_mismatches)
+    if verbose:
+        print("Checkpoint validation passed." if result.is_valid else f"Checkpoint validation failed: {result}")
+    return result
+
+
+def estimate_model_memory(config: Any, dtype: Union[str, torch.dtype] = torch.float32, training: bool = False) -> dict[str, Any]:
+    """Parameter count and memory of a model of `config`, in GB: weights alone, and in total (training: + gradients
+    and AdamW's two float32 moments); whether it fits the free memory of the current GPU (None without one)."""
+    dtype = parse_dtype(dtype) if isinstance(dtype, str) else dtype
+    params = estimate_parameter_count(config)
+    bytes_per = torch.empty((), dtype=dtype).element_size()
+    weights = params * bytes_per
+    total = weights + (params * (bytes_per + 8) if training else 0)
+    available = None
+    if torch.cuda.is_available():
+        available = round(torch.cuda.mem_get_info()[0] / 1e9, 2)
+    return {
+        "param_count": params,
+        "param_memory_gb": round(weights / 1e9, 2),
+        "estimated_total_gb": round(total / 1e9, 2),
+        "available_gpu_memory_gb": available,
+        "fits_in_memory": None if available is None else total / 1e9 <= available,
+    }
+
+
+def estimate_parameter_count(config: Any) -> int:
+    """Parameters of a model of `config` from its sizes (embedding, attention, MLP or experts, norms, head); an
+    estimate for memory planning (biases and norm weights are counted, rarer extras such as q/k norms are not)."""
+    c = config
+    vocab = getattr(c, "padded_vocab_size", None) or c.vocab_size
+    head_size = getattr(c, "head_size", None) or c.n_embd // c.n_head
+    groups = getattr(c, "n_query_groups", None) or c.n_head
+    qkv_out = (c.n_head + 2 * groups) * head_size
+    attention = c.n_embd * qkv_out + c.n_head * head_size * c.n_embd
+    if getattr(c, "bias", False) or getattr(c, "attn_bias", False):
+        attention += qkv_out + c.n_embd
+    inter = getattr(c, "intermediate_size", None) or 4 * c.n_embd
+    mlp_class = str(getattr(c, "mlp_class_name", "GptNeoxMLP"))
+    if mlp_class == "LLaMAMoE":
+        experts = getattr(c, "n_expert", 1)
+        expert_size = getattr(c, "moe_intermediate_size", None) or inter
+        mlp = experts * 3 * c.n_embd * expert_size + experts * c.n_embd
+    else:
+        mlp = (2 if mlp_class == "GptNeoxMLP" else 3) * c.n_embd * inter
+    layer = attention + mlp + 4 * c.n_embd  # two norms with weight and bias
+    head = 0 if getattr(c, "tie_embeddings", False) else vocab * c.n_embd
+    return vocab * c.n_embd + c.n_layer * layer + 2 * c.n_embd + head
+
+
+def kill_process_tree(pid: int) -> None:
+    """Kills process `pid` and all its descendants (children first), ignoring those already gone."""
+    import signal
+
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = entry.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(entry.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    order, stack = [], [pid]
+    while stack:
+        current = stack.pop()
+        order.append(current)
+        stack.extend(children.get(current, []))
+    for target in reversed(order):
+        try:
+            os.kill(target, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass

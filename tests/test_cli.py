@@ -33,7 +33,9 @@ def fake(monkeypatch):
 
 
 def test_top_level_help_lists_every_verb_with_one_line(capsys):
-    assert cli.main(["--help"]) == 0
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--help"])
+    assert exit_info.value.code == 0
     out = capsys.readouterr().out
     for verb, (_, _, summary) in cli.VERBS.items():
         assert f"  {verb}" in out and summary in out

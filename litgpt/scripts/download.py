@@ -384,3 +384,26 @@ def _enable_fast_transfer() -> None:
         return  # this huggingface_hub no longer uses hf_transfer
     if importlib.util.find_spec("hf_transfer") is not None:
         hub_constants.HF_HUB_ENABLE_HF_TRANSFER = True
+
+
+def auto_download_checkpoint(model_name: str, access_token: Optional[str] = None,
+                             ignore_tokenizer_files: bool = False) -> Path:
+    """The checkpoint folder of `model_name`: a local folder (or `checkpoints/<model_name>`) when it holds a
+    checkpoint, else `checkpoints/<org>/<name>` downloaded and converted from the Hub first. `model_name` is a
+    folder, a Hub repo id (`EleutherAI/pythia-14m`) or a registry name (`pythia-14m`)."""
+    from litgpt.config import Config
+    from litgpt.utils import check_valid_checkpoint_dir, extend_checkpoint_dir
+
+    local = extend_checkpoint_dir(model_name)
+    if (local / "lit_model.pth").is_file() and (local / "model_config.yaml").is_file():
+        return local
+    repo_id = str(model_name)
+    if "/" not in repo_id:
+        hf = Config.from_name(repo_id).hf_config or {}
+        if not hf.get("org") or not hf.get("name"):
+            raise ValueError(f"the registry entry {model_name!r} has no Hugging Face repo to download from")
+        repo_id = f"{hf['org']}/{hf['name']}"
+    folder = Path("checkpoints") / repo_id
+    if not ((folder / "lit_model.pth").is_file() and (folder / "model_config.yaml").is_file()):
+        download_from_hub(repo_id, access_token=access_token, checkpoint_dir=Path("checkpoints"))
+    return check_valid_checkpoint_dir(folder)

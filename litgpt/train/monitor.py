@@ -246,20 +246,6 @@ class Throughput:
         return metrics
 
 
-def training_flops_per_token(model: Any, seq_length: int) -> float:
-    """FLOPs of a forward + backward pass per token: 6 x (parameters in matmuls) plus attention scores
-    (12 x layers x n_embd-equivalent x sequence length), following the PaLM paper's appendix B."""
-    config = model.config
-    n = 0
-    for name, p in model.named_parameters():
-        if p.dim() >= 2 and "wte" not in name and "wpe" not in name:
-            n += p.numel()
-    if getattr(config, "tie_embeddings", False):
-        n += model.lm_head.weight.numel()
-    attention = 12 * config.n_layer * config.n_head * config.head_size * seq_length
-    return 6 * n + attention
-
-
 def peak_device_flops(device: Any, precision: str) -> Optional[float]:
     """Peak FLOP/s of one device for this precision (None where unknown, e.g. CPUs)."""
     try:

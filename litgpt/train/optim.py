@@ -11,46 +11,7 @@ from typing import Any, Iterable, Optional, Union
 import torch
 import torch.nn as nn
 
-OptimizerSpec = Union[str, dict]
-
-
-def resolve_optimizer_class(name: str) -> type:
-    """'AdamW', 'torch.optim.SGD' or 'package.module.Class' -> the optimizer class."""
-    if "." not in name:
-        cls = getattr(torch.optim, name, None)
-        if not (inspect.isclass(cls) and issubclass(cls, torch.optim.Optimizer)):
-            known = sorted(n for n, c in vars(torch.optim).items()
-                           if inspect.isclass(c) and issubclass(c, torch.optim.Optimizer) and c is not torch.optim.Optimizer)
-            raise ValueError(f"unknown optimizer {name!r}; torch.optim has {', '.join(known)} (or give a dotted class path)")
-        return cls
-    module_name, _, cls_name = name.rpartition(".")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ValueError(f"cannot import the optimizer {name!r}: {err}") from None
-    cls = getattr(module, cls_name, None)
-    if not inspect.isclass(cls):
-        raise ValueError(f"{module_name} has no class {cls_name!r}")
-    return cls
-
-
-def parse_optimizer_spec(spec: OptimizerSpec) -> tuple[type, dict[str, Any]]:
-    """The optimizer class and its keyword arguments from "AdamW" or {"class_path": ..., "init_args": {...}}."""
-    if isinstance(spec, str):
-        return resolve_optimizer_class(spec), {}
-    if not isinstance(spec, dict) or "class_path" not in spec:
-        raise ValueError(f"optimizer must be a name such as 'AdamW' or a dict with class_path and init_args, got {spec!r}")
-    unknown = set(spec) - {"class_path", "init_args"}
-    if unknown:
-        raise ValueError(f"optimizer: unknown key(s) {sorted(unknown)}; expected class_path and init_args")
-    cls = resolve_optimizer_class(spec["class_path"])
-    kwargs = dict(spec.get("init_args") or {})
-    accepted = inspect.signature(cls.__init__).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
-        bad = sorted(k for k in kwargs if k not in accepted)
-        if bad:
-            raise ValueError(f"optimizer {cls.__name__} takes no argument(s) {bad}")
-    return cls, kwargs
+from litgpt.utils import OptimizerSpec, parse_optimizer_spec
 
 
 def no_decay_parameter_ids(model: nn.Module) -> set[int]:
