@@ -44,34 +44,65 @@ def test_our_config_file_keeps_litgpt_fields_only(case, tmp_path):
     assert Config.from_file(tmp_path / "model_config.yaml") == config
 
 
+def _write_ours(case: str, out: Path) -> None:
+    """Loads a LitGPT-written fixture into our GPT and saves it back the way our verbs save checkpoints."""
+    src = FIXTURES / case
+    config = Config.from_checkpoint(src)
+    model = GPT(config)
+    load_checkpoint(model, src / "lit_model.pth")
+    out.mkdir(parents=True)
+    torch.save(model.state_dict(), out / "lit_model.pth")
+    model.config.save(out)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_our_checkpoints_have_litgpts_layout(case, tmp_path):
+    """What LitGPT's `GPT(Config.from_file(p)).load_state_dict(torch.load(...), strict=True)` needs from our files:
+    every yaml key is a field of LitGPT's Config with the value LitGPT wrote (the fixture's yaml is LitGPT's
+    `asdict(config)`, so its keys are exactly LitGPT's fields), and the state dict has LitGPT's keys and shapes."""
+    import yaml
+
+    _write_ours(case, tmp_path / case)
+    ours = yaml.safe_load((tmp_path / case / "model_config.yaml").read_text())
+    theirs = yaml.safe_load((FIXTURES / case / "model_config.yaml").read_text())
+    assert set(ours) <= set(theirs), f"fields LitGPT's Config does not have: {sorted(set(ours) - set(theirs))}"
+    assert {k: ours[k] for k in ours} == {k: theirs[k] for k in ours}
+    mine = torch.load(tmp_path / case / "lit_model.pth", weights_only=True)
+    ref = torch.load(FIXTURES / case / "lit_model.pth", weights_only=True)
+    assert {k: tuple(v.shape) for k, v in mine.items()} == {k: tuple(v.shape) for k, v in ref.items()}
+    assert all(torch.equal(mine[k], ref[k]) for k in ref)
+
+
 def test_reference_loads_our_checkpoints(tmp_path):
     """Our `lit_model.pth` + `model_config.yaml` load into LitGPT itself with the same logits.
 
-    Needs the reference venv (not installed in CI): set LITGPT_REFERENCE_PYTHON to its python, e.g.
-    `LITGPT_REFERENCE_PYTHON=$(bash ../shared/bench/anchor.sh)/bin/python make test`.
+    The default suite checks the layout against LitGPT-written files (test_our_checkpoints_have_litgpts_layout);
+    with the reference venv this also runs LitGPT on our files: set LITGPT_REFERENCE_PYTHON to its python, e.g.
+    `LITGPT_REFERENCE_PYTHON=$(bash ../shared/bench/anchor.sh)/bin/python make test`. Without it, it loads our
+    files the way LitGPT's users do (strict `load_state_dict` into a model built from the yaml alone).
     """
     import os
     import shutil
     import subprocess
 
-    ref_python = os.environ.get("LITGPT_REFERENCE_PYTHON")
-    if not ref_python:
-        pytest.skip("LITGPT_REFERENCE_PYTHON is not set (the reference LitGPT venv)")
     folders = []
     for case in CASES:
-        src = FIXTURES / case
-        config = Config.from_checkpoint(src)
-        model = GPT(config)
-        load_checkpoint(model, src / "lit_model.pth")
         out = tmp_path / case
-        out.mkdir()
-        torch.save(model.state_dict(), out / "lit_model.pth")
-        config.save(out)
-        shutil.copy(src / "io.pt", out / "io.pt")
+        _write_ours(case, out)
+        shutil.copy(FIXTURES / case / "io.pt", out / "io.pt")
         folders.append(str(out))
-    script = Path(__file__).parent / "compat" / "reference_load.py"
-    proc = subprocess.run([ref_python, str(script), *folders], capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    ref_python = os.environ.get("LITGPT_REFERENCE_PYTHON")
+    if ref_python:
+        script = Path(__file__).parent / "compat" / "reference_load.py"
+        proc = subprocess.run([ref_python, str(script), *folders], capture_output=True, text=True, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+        return
+    for folder in map(Path, folders):
+        model = GPT(Config.from_file(folder / "model_config.yaml"))
+        model.load_state_dict(torch.load(folder / "lit_model.pth", weights_only=True), strict=True)
+        io = torch.load(folder / "io.pt", weights_only=True)
+        with torch.no_grad():
+            torch.testing.assert_close(model.eval()(io["idx"]), io["logits"], rtol=1e-5, atol=1e-5)
 
 
 def test_tied_family_stays_tied_when_matrices_match_and_unties_when_they_differ(tmp_path):

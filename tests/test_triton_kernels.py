@@ -289,7 +289,6 @@ def _tiny_config(kind: str) -> "Config":
 @interpreted
 @pytest.mark.parametrize("kind", ["llama", "gemma"])
 def test_enable_swaps_kernels_into_gpt(kind, monkeypatch):
-    monkeypatch.setattr(patch, "_warned_rope", False)  # the warning is once per process
     torch.manual_seed(9)
     model = GPT(_tiny_config(kind))
     reference = copy.deepcopy(model)
@@ -297,14 +296,13 @@ def test_enable_swaps_kernels_into_gpt(kind, monkeypatch):
     idx = torch.randint(0, 257, (1, 12))
     targets = torch.randint(0, 257, (1, 12))
 
-    with pytest.warns(UserWarning, match="RoPE stays eager") if not kt.rope_hook_available() else _nothing():
-        same, loss_fn = kt.enable(model)
+    same, loss_fn = kt.enable(model)
     assert same is model and loss_fn is kt.summed_fused_linear_cross_entropy
     assert list(model.state_dict()) == keys  # checkpoints load and save unchanged
     counts = kt.count_swapped(model)
     n_norms = 2 * (4 if kind == "gemma" else 2) + 1
     assert counts["rms_norm"] == n_norms and counts["glu"] == 2
-    assert counts["rope"] == (2 if kt.rope_hook_available() else 0)
+    assert counts["rope"] == 2
     assert isinstance(model.transformer.ln_f, RMSNorm)  # isinstance checks elsewhere keep working
     assert isinstance(model.transformer.h[0].mlp, GemmaMLP if kind == "gemma" else LLaMAMLP)
 
@@ -322,14 +320,6 @@ def test_enable_swaps_kernels_into_gpt(kind, monkeypatch):
     kt.disable(model)
     assert type(model.transformer.ln_f) is RMSNorm and type(model.transformer.h[1].attn) is CausalSelfAttention
     assert sum(kt.count_swapped(model).values()) == 0
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 # --------------------------------------------------------------------------------------------------
@@ -382,7 +372,6 @@ def test_missing_gpu_and_missing_triton_errors(monkeypatch):
 
 # --------------------------------------------------------------------------------------------------
 @interpreted
-@pytest.mark.filterwarnings("ignore:extensions.triton. RoPE stays eager")
 def test_bench_tiny_smoke_run(capsys):
     results = bench.main(["--tiny", "--warmup", "0", "--iters", "1"])
     table = capsys.readouterr().out

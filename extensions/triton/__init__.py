@@ -39,7 +39,6 @@ _EXPORTS = {
     "disable": "patch",
     "enable": "patch",
     "lm_head_loss": "patch",
-    "rope_hook_available": "patch",
     "summed_fused_linear_cross_entropy": "patch",
 }
 

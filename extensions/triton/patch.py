@@ -15,7 +15,6 @@ runs the model without its head and applies the fused loss.
 
 from __future__ import annotations
 
-import warnings
 from typing import Callable, Optional
 
 import torch
@@ -68,14 +67,6 @@ SWAPS: dict[type, type] = {
 KINDS = {"rms_norm": (RMSNorm,), "glu": (LLaMAMLP, GemmaMLP), "rope": (CausalSelfAttention,)}
 
 
-def rope_hook_available() -> bool:
-    """Whether `CausalSelfAttention.forward` calls an overridable `apply_rope(x, cos, sin)` method."""
-    return callable(getattr(CausalSelfAttention, "apply_rope", None))
-
-
-_warned_rope = False
-
-
 def enable(
     model: nn.Module, rms_norm: bool = True, glu: bool = True, rope: bool = True
 ) -> tuple[nn.Module, Callable[..., torch.Tensor]]:
@@ -85,7 +76,7 @@ def enable(
         model: a `litgpt.GPT` (or any module containing litgpt's RMSNorm / LLaMAMLP / GemmaMLP / attention).
         rms_norm: swap the RMSNorm modules.
         glu: swap the SwiGLU (LLaMAMLP, also inside LLaMAMoE experts) and GeGLU (GemmaMLP) MLPs.
-        rope: swap RoPE in the attention modules (needs the `apply_rope` hook in litgpt.model).
+        rope: swap RoPE in the attention modules (their `apply_rope` method).
 
     Returns:
         (model, loss_fn): the same model object, and `summed_fused_linear_cross_entropy`, the fused
@@ -95,7 +86,6 @@ def enable(
         RuntimeError: without a CUDA GPU (unless TRITON_INTERPRET=1 was set before importing the kernels).
         ValueError: if the model's RoPE cannot run on the kernels (an odd number of rotated features).
     """
-    global _warned_rope
     require_gpu()
     wanted = set()
     if rms_norm:
@@ -103,15 +93,7 @@ def enable(
     if glu:
         wanted.update(KINDS["glu"])
     if rope:
-        if rope_hook_available():
-            wanted.update(KINDS["rope"])
-        elif not _warned_rope:
-            _warned_rope = True
-            warnings.warn(
-                "extensions.triton: RoPE stays eager because litgpt.model.CausalSelfAttention has no `apply_rope` "
-                "method to override (see extensions/README.md); the other kernels are enabled.",
-                stacklevel=2,
-            )
+        wanted.update(KINDS["rope"])  # through the attention's `apply_rope` method
     targets = [module for module in model.modules() if type(module) in wanted]
     for module in targets:  # everything is checked before anything is swapped
         if type(module) is CausalSelfAttention and module.config.rope_n_elem % 2:

@@ -555,6 +555,8 @@ class Family:
     """(regex, replacement) applied to checkpoint keys on import: other spellings of the same tensor."""
     ignored: tuple = (r"\.rotary_emb\.inv_freq$",)
     """Checkpoint keys (regexes) that are buffers, not weights."""
+    container_types: tuple = ()
+    """Multimodal config.json `model_type`s whose `text_config` is this family's (e.g. Gemma 3's "gemma3")."""
 
     def config_from_hf(self, h: HFConfig) -> dict:
         raise NotImplementedError
@@ -876,6 +878,7 @@ class Gemma2Family(GemmaFamily):
 
 class Gemma3Family(Gemma2Family):
     model_type, architecture = "gemma3_text", "Gemma3ForCausalLM"
+    container_types = ("gemma3",)
     defaults = dict(Gemma2Family.defaults, attn_logit_softcapping=None, final_logit_softcapping=None,
                     max_position_embeddings=131072, vocab_size=262208, rope_theta=1_000_000.0,
                     rope_local_base_freq=10_000.0)
@@ -1238,20 +1241,20 @@ class FalconFamily(Family):
         )
 
 
-FAMILIES: dict[str, Family] = {
-    f.model_type: f
-    for f in (
-        GptNeoxFamily(), Gpt2Family(), LlamaFamily(), MistralFamily(), MixtralFamily(), GemmaFamily(),
-        Gemma2Family(), Gemma3Family(), PhiFamily(), Phi3Family(), Qwen2Family(), Qwen3Family(), Qwen3MoeFamily(),
-        OlmoFamily(), Olmo2Family(), FalconFamily(), StableLmFamily(),
-    )
-}
-SUPPORTED_MODEL_TYPES = tuple(sorted(FAMILIES)) + ("gemma3",)
-
-EXPORT_ORDER = (
-    "gpt2", "olmo2", "qwen3_moe", "mixtral", "gemma3_text", "gemma2", "gemma", "olmo", "phi", "gpt_neox", "falcon",
-    "stablelm", "qwen3", "qwen2", "llama", "mistral", "phi3",
+FAMILY_TABLE: tuple[Family, ...] = (
+    # Export tries the families in this order and takes the first that represents the Config exactly, so a more
+    # specific family (more fields it can express, or a stricter layout) comes before a more general one.
+    # Adding a family is one line here (see tutorials/adding-a-model.md).
+    Gpt2Family(), Olmo2Family(), Qwen3MoeFamily(), MixtralFamily(), Gemma3Family(), Gemma2Family(), GemmaFamily(),
+    OlmoFamily(), PhiFamily(), GptNeoxFamily(), FalconFamily(), StableLmFamily(), Qwen3Family(), Qwen2Family(),
+    LlamaFamily(), MistralFamily(), Phi3Family(),
 )
+FAMILIES: dict[str, Family] = {f.model_type: f for f in FAMILY_TABLE}
+"""config.json `model_type` -> family (derived from FAMILY_TABLE)."""
+CONTAINER_TYPES: dict[str, Family] = {t: f for f in FAMILY_TABLE for t in f.container_types}
+"""Multimodal `model_type`s whose `text_config` a family reads (derived from FAMILY_TABLE)."""
+SUPPORTED_MODEL_TYPES = tuple(sorted(FAMILIES)) + tuple(sorted(CONTAINER_TYPES))
+EXPORT_ORDER = tuple(f.model_type for f in FAMILY_TABLE)
 """Export tries the families in this order (most specific first) and takes the first exact one."""
 
 
@@ -1269,13 +1272,14 @@ def text_config(hf: dict) -> tuple[Family, dict]:
     if not isinstance(hf, dict):
         raise ValueError("config.json does not hold a JSON object")
     model_type = hf.get("model_type")
-    if model_type == "gemma3":
+    if model_type in CONTAINER_TYPES:
+        family = CONTAINER_TYPES[model_type]
         text = hf.get("text_config")
         if not isinstance(text, dict):
-            raise ValueError("config.json of model_type 'gemma3' lacks its 'text_config'")
+            raise ValueError(f"config.json of model_type {model_type!r} lacks its 'text_config'")
         text = dict(text)
-        text.setdefault("model_type", "gemma3_text")
-        return FAMILIES["gemma3_text"], text
+        text.setdefault("model_type", family.model_type)
+        return family, text
     return family_for_model_type(model_type), hf
 
 
