@@ -3,7 +3,7 @@
 
 Writes a random-weight bf16 checkpoint of a registry config (default SmolLM2-135M), then, for each mode, starts a
 fresh Python process that loads it with `litgpt.quantization.load_model` (quantizing while loading), runs a greedy
-decode loop over `litgpt.generate.base.prefill` / `decode_one_token`, and reports:
+decode loop over `litgpt.generate.engine.prefill` / `decode_one_token`, and reports:
 
 * tokens/s: decode steps only (after a prefill of `--prompt` tokens and `--warmup` steps), batch 1;
 * weights MB: bytes of the model's parameters and persistent buffers (tied tensors counted once);
@@ -58,7 +58,7 @@ def worker(args: argparse.Namespace) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from litgpt.generate.base import compile_decode_step, decode_one_token, prefill
+    from litgpt.generate.engine import compile_decode_step, decode_one_token, prefill
     from litgpt.quantization import load_model, quantized_nbytes
 
     gc.collect()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from pathlib import Path
 from typing import Callable, Optional
 
 # verb -> (module, function, one-line help). The table is read without importing the verbs' modules, so
@@ -160,6 +161,54 @@ def _fill_bare_flags(argv: list[str], bare: dict[str, str]) -> list[str]:
     return out
 
 
+def unknown_flags(parser, argv: list[str]) -> list[str]:
+    """One line per `--flag` in `argv` that the verb does not take, with its closest valid flags.
+
+    A flag under an option that takes a class (`--data.json_path`, `--optimizer.lr`) is left to the parser, which
+    knows the chosen class's arguments only while parsing.
+    """
+    import difflib
+
+    known = {opt for action in parser._actions for opt in action.option_strings if opt.startswith("--")}
+    problems = []
+    for arg in argv:
+        if not arg.startswith("--") or arg == "--":
+            continue
+        flag = arg.split("=", 1)[0]
+        if flag in known:
+            continue
+        head = flag.split(".", 1)[0]
+        nested = {k for k in known if k.startswith(head + ".")} - {head + ".help"}
+        if "." in flag and head in known and not nested:
+            continue
+        close = difflib.get_close_matches(flag, sorted(known), n=3, cutoff=0.6)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        problems.append(f"unknown flag {flag}{hint}")
+    return problems
+
+
+def expand_model_config_file(argv: list[str]) -> list[str]:
+    """`--model_config FILE.yaml` (a file of Config fields, e.g. a checkpoint's model_config.yaml) becomes the
+    config itself, as the parser expects a Config there."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        flag, eq, value = arg.partition("=")
+        if flag != "--model_config" or not (eq or i + 1 < len(out)):
+            continue
+        value = value if eq else out[i + 1]
+        if not value.lstrip().startswith("{") and Path(value).is_file():
+            import json
+
+            from litgpt.config import Config
+
+            expanded = json.dumps(Config.from_file(value).to_dict())
+            if eq:
+                out[i] = f"--model_config={expanded}"
+            else:
+                out[i + 1] = expanded
+    return out
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the `litgpt` console script and `python -m litgpt`."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -180,11 +229,23 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     warnings.formatwarning = lambda message, category, *args, **kwargs: f"{category.__name__}: {message}\n"
     parser, fn = build_parser(verb)
-    args = parser.parse_args(_fill_bare_flags(rest, getattr(fn, "cli_bare_flags", {})))
+    problems = unknown_flags(parser, rest)
+    if problems:
+        print(f"litgpt {verb}: error: {'; '.join(problems)}. `litgpt {verb} --help` lists the flags.",
+              file=sys.stderr)
+        return 2
+    args = parser.parse_args(_fill_bare_flags(expand_model_config_file(rest), getattr(fn, "cli_bare_flags", {})))
     kwargs = parser.instantiate(args).as_dict()
     kwargs.pop("config", None)
     try:
         fn(**kwargs)
+    except KeyboardInterrupt as err:  # Ctrl-C; training verbs save first and say how to resume
+        if os.environ.get("LITGPT_DEBUG"):
+            raise
+        code = getattr(err, "exit_code", 130)
+        if not hasattr(err, "exit_code"):
+            print(f"\nlitgpt {verb}: interrupted", file=sys.stderr)
+        return code
     except USER_ERRORS as err:
         if os.environ.get("LITGPT_DEBUG"):
             raise

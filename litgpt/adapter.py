@@ -24,14 +24,26 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Iterable, Literal, Optional, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import yaml
 
-from litgpt.lora import extend_module, linear_sites
+from litgpt.config import Config as BaseConfig
+from litgpt.lora import (
+    BaseLinear,
+    LinearSite,
+    LitGPTLayout,
+    extend_module,
+    from_litgpt_state_dict,
+    linear_layout_hooks,
+    linear_sites,
+)
+from litgpt.model import GPT as BaseGPT
+from litgpt.model import Block as BaseBlock
+from litgpt.model import CausalSelfAttention as BaseCausalSelfAttention
 from litgpt.model import RMSNorm
 from litgpt.utils import read_yaml
 
@@ -66,7 +78,7 @@ class AdapterSettings:
             raise ValueError(f"adapter_prompt_length must be an integer >= 1, got {self.prompt_length!r}")
         if isinstance(self.start_layer, bool) or not isinstance(self.start_layer, int) or self.start_layer < 0:
             raise ValueError(f"adapter_start_layer must be an integer >= 0, got {self.start_layer!r}")
-        if n_layer is not None and self.start_layer >= n_layer:
+        if n_layer is not None and self.start_layer >= n_layer and self.version == "v1":
             raise ValueError(
                 f"adapter_start_layer={self.start_layer} leaves no layer for the adapter prefix: the model has "
                 f"{n_layer} layers (0 to {n_layer - 1})"
@@ -80,6 +92,8 @@ class AdapterSettings:
 
 class AdapterAttention:
     """Mixin of an attention layer with a gated, learned prefix (`extend_module(attn, AdapterAttention)`)."""
+
+    native_decode = False  # the native CPU decode step has no prefix attention (litgpt.generate.cpu)
 
     adapter_prefix: nn.Parameter
     adapter_gate: nn.Parameter
@@ -111,8 +125,10 @@ class AdapterAttention:
         return y.transpose(1, 2).reshape(B, T, nh * hs)
 
 
-class AdapterV2Linear:
+class AdapterV2Layer:
     """Mixin of a linear layer with a learnable bias and scale: y = scale * (base(x) + bias)."""
+
+    native_decode = False  # the v2 bias and scale run through the PyTorch modules (litgpt.generate.cpu)
 
     adapter_bias: nn.Parameter
     adapter_scale: nn.Parameter
@@ -126,6 +142,22 @@ class AdapterV2Linear:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = super().forward(x)
         return (y + self.adapter_bias.to(y.dtype)) * self.adapter_scale.to(y.dtype)
+
+    @property
+    def linear(self) -> BaseLinear:
+        """The base layer alone (LitGPT's `layer.linear`)."""
+        return BaseLinear(self, AdapterV2Layer)
+
+
+class AdapterV2Linear(AdapterV2Layer, nn.Linear):
+    """LitGPT's `AdapterV2Linear(in_features, out_features, **linear_kwargs)`: an `nn.Linear` with the v2 bias
+    and scale, state-dict keys `linear.weight`, `adapter_bias`, `adapter_scale` as in LitGPT. Injection gives a
+    model's plain `nn.Linear` layers this class too (their keys stay the model's)."""
+
+    def __init__(self, in_features: int, out_features: int, **kwargs: Any) -> None:
+        nn.Linear.__init__(self, in_features, out_features, **kwargs)
+        self.init_adapter_v2()
+        linear_layout_hooks(self)
 
 
 def is_norm(module: nn.Module) -> bool:
@@ -147,14 +179,21 @@ def inject_adapter(model: nn.Module, settings: AdapterSettings) -> list[str]:
         settings: version, prompt length and start layer.
     """
     settings.validate(model.config.n_layer)
-    if any(isinstance(m, (AdapterAttention, AdapterV2Linear)) for m in model.modules()):
+    if any(isinstance(m, (AdapterAttention, AdapterV2Layer)) for m in model.modules()):
         raise ValueError("the model already has adapter weights")
     for block in list(model.transformer.h)[settings.start_layer:]:
         extend_module(block.attn, AdapterAttention).init_adapter(settings.prompt_length)
     if settings.version == "v2":
-        for site in linear_sites(model):
-            extend_module(site.module, AdapterV2Linear).init_adapter_v2()
+        inject_adapter_v2_sites(linear_sites(model))
     return [name for name, _ in model.named_parameters() if is_adapter_key(name)]
+
+
+def inject_adapter_v2_sites(sites: Iterable[LinearSite]) -> None:
+    """Gives each linear of `sites` (every linear of a model, MoE routers included, as in LitGPT) the v2 bias
+    and scale."""
+    for site in sites:
+        if not isinstance(site.module, AdapterV2Layer):
+            extend_module(site.module, AdapterV2Layer, AdapterV2Linear).init_adapter_v2()
 
 
 def is_adapter_key(key: str) -> bool:
@@ -172,8 +211,10 @@ def adapter_trainable_names(model: nn.Module, settings: AdapterSettings) -> list
     return names
 
 
-def mark_only_adapter_as_trainable(model: nn.Module, settings: AdapterSettings) -> list[str]:
-    """Freezes everything except what `adapter_trainable_names` lists; returns those names."""
+def mark_only_adapter_as_trainable(model: nn.Module, settings: Optional[AdapterSettings] = None) -> list[str]:
+    """Freezes everything except what `adapter_trainable_names` lists; returns those names. Without `settings`
+    (LitGPT's call): the adapter tensors only, as LitGPT's v1 function."""
+    settings = settings or AdapterSettings("v1")
     trainable = set(adapter_trainable_names(model, settings))
     for name, param in model.named_parameters():
         param.requires_grad_(name in trainable)
@@ -217,3 +258,84 @@ def read_adapter_config(folder: Union[str, Path]) -> Optional[tuple[AdapterSetti
     settings = AdapterSettings(versions[data["method"]], data.get("adapter_prompt_length", 10),
                                data.get("adapter_start_layer", 2))
     return settings.validate(), data
+
+
+def settings_from_litgpt_state_dict(state: dict[str, torch.Tensor], version: Literal["v1", "v2"],
+                                    n_layer: int) -> AdapterSettings:
+    """The settings of LitGPT's adapter files, which record none (its runs keep the defaults of its Config,
+    prompt length 10 from layer 2): the prompt length and first adapted layer read from the prefix tensors
+    (in either layout), LitGPT's defaults when there is none."""
+    state = from_litgpt_state_dict(state)
+    layers = sorted(int(k.split(".")[2]) for k in state if k.startswith("transformer.h.") and k.endswith(".attn.adapter_prefix"))
+    if not layers:
+        return AdapterSettings(version, 10, max(2, n_layer)).validate(n_layer)
+    length = state[f"transformer.h.{layers[0]}.attn.adapter_prefix"].size(0)
+    return AdapterSettings(version, length, layers[0]).validate(n_layer)
+
+
+# --------------------------------------------------------------------------------------------------------
+# LitGPT's `litgpt.adapter` model classes: the generic model with the adapter injected per the config
+
+
+@dataclass
+class Config(BaseConfig):
+    """LitGPT's `adapter.Config`: a model `Config` with the adapter fields."""
+
+    adapter_prompt_length: int = 10
+    adapter_start_layer: int = 2
+
+    def adapter_settings(self, version: Literal["v1", "v2"] = "v1") -> AdapterSettings:
+        """The adapter fields as settings of `version`."""
+        return AdapterSettings(version, self.adapter_prompt_length, self.adapter_start_layer)
+
+
+def inject_adapter_attention(attn: nn.Module, config: Config, block_idx: int) -> None:
+    """Gives the attention layer of block `block_idx` its prefix when the config's start layer says so."""
+    if block_idx >= config.adapter_start_layer:
+        extend_module(attn, AdapterAttention).init_adapter(config.adapter_prompt_length)
+
+
+class GPT(LitGPTLayout, BaseGPT):
+    """LitGPT's `adapter.GPT(config)`: `litgpt.model.GPT` with the adapter prefix in layers
+    `adapter_start_layer` and up; state dicts in LitGPT's layout (`attn.adapter_wte.weight`,
+    `attn.gating_factor`); loads LitGPT's, ours, or a plain base checkpoint (strict=False)."""
+
+    wraps_linears = False
+    version: Literal["v1", "v2"] = "v1"
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(self.untied(config))
+        for i, block in enumerate(self.transformer.h):
+            inject_adapter_attention(block.attn, config, i)
+        if self.version == "v2":
+            inject_adapter_v2_sites(linear_sites(self))
+        self.use_litgpt_layout()
+
+    config_class: type = Config
+
+    @classmethod
+    def from_name(cls, name: str, **kwargs: Any) -> "GPT":
+        return cls(cls.config_class.from_name(name, **kwargs))
+
+
+class Block(BaseBlock):
+    """LitGPT's `adapter.Block(config, block_idx)`: a model block whose attention has the adapter prefix."""
+
+    def __init__(self, config: Config, block_idx: int) -> None:
+        super().__init__(config, block_idx)
+        inject_adapter_attention(self.attn, config, block_idx)
+
+
+class CausalSelfAttention(BaseCausalSelfAttention):
+    """LitGPT's `adapter.CausalSelfAttention(config, block_idx)`: attention with the gated prefix (from
+    `adapter_start_layer` on)."""
+
+    def __init__(self, config: Config, block_idx: int) -> None:
+        super().__init__(config, block_idx)
+        inject_adapter_attention(self, config, block_idx)
+
+
+def adapter_filter(key: str, value: Any = None) -> bool:
+    """LitGPT's filter for state dicts: keeps the adapter prefix and gate (in either layout)."""
+    leaf = key.rsplit(".", 1)[-1]
+    return leaf in ("adapter_prefix", "adapter_gate", "gating_factor") or key.endswith("adapter_wte.weight")

@@ -28,7 +28,7 @@ from litgpt.prompts import PromptStyle, resolve_prompt_style, save_prompt_style
 from litgpt.tokenizer import Tokenizer
 from litgpt.quantization.modes import QUANTIZATION_FILE
 from litgpt.utils import chunked_cross_entropy, check_valid_checkpoint_dir, copy_side_files, load_state_dict, save_atomic
-from litgpt.checkpoint import load_checkpoint
+from litgpt.checkpoint import check_tokenizer_fits, load_checkpoint
 
 DEFAULT_CHECKPOINTS = Path("checkpoints")
 
@@ -233,6 +233,7 @@ class LLM(torch.nn.Module):
                     )
                 tokenizer_path = Path(tokenizer_dir)
         tokenizer = Tokenizer(tokenizer_path)
+        check_tokenizer_fits(tokenizer, config, checkpoint_dir or model)
         if init == "pretrained" and (checkpoint_dir / QUANTIZATION_FILE).is_file():
             from litgpt.quantization import load_model
 

@@ -89,3 +89,16 @@ def check_base_checkpoint(checkpoint_dir: PathLike) -> Path:
             "checkpoint it was finetuned from (checkpoint_dir in its adapter.yaml)"
         )
     return check_valid_checkpoint_dir(folder)
+
+
+def check_tokenizer_fits(tokenizer: object, config: object, checkpoint: PathLike) -> None:
+    """A one-line ValueError when the tokenizer can produce ids the model has no embedding row for (a tokenizer
+    from another model, or a checkpoint/tokenizer mismatch), which would otherwise decode to empty or wrong text."""
+    rows = getattr(config, "padded_vocab_size", None) or getattr(config, "vocab_size", None)
+    size = getattr(tokenizer, "vocab_size", None)
+    if rows is not None and size is not None and size > rows:
+        source = getattr(tokenizer, "checkpoint_dir", None) or "the tokenizer"
+        raise ValueError(
+            f"the tokenizer in {source} has {size} tokens but the model of {checkpoint} has only {rows} embedding "
+            "rows: they do not belong together (pass the tokenizer of this model, e.g. with --tokenizer_dir)"
+        )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import difflib
 import math
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -19,6 +20,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 from litgpt.config_registry import configs as _registry_entries
+from litgpt.config_registry import hf_aliases as _hf_aliases
 
 
 def find_multiple(n: int, k: int) -> int:
@@ -90,8 +92,12 @@ class Config:
     n_expert_per_token: int = 0
     first_k_dense_replace: Optional[int] = None
     routed_scaling_factor: float = 1.0
+    """The MoE output (sum of the weighted experts) is multiplied by this."""
     norm_topk_prob: bool = False
-    """Kept for LitGPT files; the router always renormalises the top-k probabilities (Mixtral, Qwen3-MoE)."""
+    """LitGPT's field. The softmax router always renormalises its top-k weights (softmax over the k chosen
+    logits), whatever this says, exactly as LitGPT 0.5.13 does for Mixtral and Qwen3-MoE; Hugging Face's
+    `norm_topk_prob=False` (un-normalised weights, Qwen2-MoE) is not representable and the converter refuses
+    it. It would matter for DeepSeek-style grouped routing (`n_expert_groups`), which is rejected."""
     scale_embeddings: bool = False
     """Multiply token embeddings by sqrt(n_embd) (Gemma)."""
     lm_head_bias: bool = False
@@ -101,6 +107,8 @@ class Config:
     norm_2: bool = True
     """Pre-MLP norm."""
     latent_attention: Optional[dict] = None
+    """Multi-head latent attention (DeepSeek): {'kv_lora_rank', 'qk_rope_head_dim', 'qk_nope_head_dim',
+    'v_head_dim'} and optionally 'q_lora_rank' (None or absent: a full-rank query projection)."""
     rope_local_base_freq: Optional[float] = None
     """RoPE base of the local (sliding-window) layers, which then use no RoPE scaling (Gemma 3)."""
     rope_indices: Optional[list[int]] = None
@@ -134,11 +142,8 @@ class Config:
             if self.mlp_class_name != "GptNeoxMLP":
                 raise ValueError(f"{self.mlp_class_name} requires intermediate_size to be set")
             self.intermediate_size = 4 * self.n_embd
-        if self.mlp_class_name == "LLaMAMoE" and (self.n_expert < 1 or not 1 <= self.n_expert_per_token <= self.n_expert):
-            raise ValueError(
-                f"LLaMAMoE needs n_expert >= 1 and 1 <= n_expert_per_token <= n_expert, "
-                f"got n_expert={self.n_expert}, n_expert_per_token={self.n_expert_per_token}"
-            )
+        if self.sliding_window_size is not None and self.sliding_window_indices is None:
+            self.sliding_window_indices = [1] * self.n_layer  # every layer slides (what LitGPT writes)
         if self.sliding_window_indices is not None and len(self.sliding_window_indices) != self.n_layer:
             # a registry entry overridden with fewer layers keeps the pattern's prefix
             pattern = self.sliding_window_indices
@@ -146,22 +151,37 @@ class Config:
         if self.rope_indices is not None and len(self.rope_indices) != self.n_layer:
             pattern = self.rope_indices
             self.rope_indices = [pattern[i % len(pattern)] for i in range(self.n_layer)]
+        # Fields of LitGPT's Config that no module here reads: a non-default value is refused rather than
+        # silently ignored. (MoE sizes are checked where the MoE is built, so overrides can shrink a config.)
         unsupported = {
-            "latent_attention": self.latent_attention,
             "n_shared_expert": self.n_shared_expert,
             "n_expert_groups": self.n_expert_groups,
+            "n_topk_groups": self.n_topk_groups,
+            "n_topk_scores_per_group": self.n_topk_scores_per_group,
             "first_k_dense_replace": self.first_k_dense_replace,
         }
         for key, value in unsupported.items():
             if value:
-                raise NotImplementedError(f"Config field {key}={value!r} (DeepSeek-style models) is not supported yet")
-        if self.rope_interleave:
-            raise NotImplementedError("rope_interleave=True is not supported yet")
+                raise ValueError(
+                    f"Config field {key}={value!r} (DeepSeek-style models) is not supported; leave it unset (None)"
+                )
+        # ---- multi-head latent attention (litgpt.model.MultiheadLatentAttention) ----
+        if self.latent_attention is not None:
+            keys = {"kv_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim"}
+            missing = sorted(keys - set(self.latent_attention))
+            unknown = sorted(set(self.latent_attention) - keys - {"q_lora_rank"})
+            if missing or unknown:
+                raise ValueError(f"latent_attention needs the keys {sorted(keys)} (and optionally q_lora_rank); "
+                                 f"missing {missing}, unknown {unknown}")
+        if self.rope_interleave and self.latent_attention is None:
+            raise ValueError("Config field rope_interleave=True is supported with latent_attention only")
 
     # ---- derived quantities ----
     @property
     def rope_n_elem(self) -> int:
-        """How many features of each head RoPE rotates."""
+        """How many features of each head RoPE rotates (latent attention: its `qk_rope_head_dim`)."""
+        if self.latent_attention is not None:
+            return self.latent_attention["qk_rope_head_dim"]
         return int(self.rotary_percentage * self.head_size)
 
     @property
@@ -193,13 +213,18 @@ class Config:
         """
         entry = _lookup(name)
         if entry is None:
-            close = difflib.get_close_matches(name, list(name_to_config), n=5, cutoff=0.5)
-            if not close:
-                low = name.lower()
-                close = [n for n in name_to_config if low in n.lower()][:5]
-            hint = f" Did you mean: {', '.join(close)}?" if close else " See `litgpt download list`."
-            raise ValueError(f"Unknown model name {name!r}.{hint}")
+            entry = _lookup_any_case(name)
+            if entry is None:
+                raise ValueError(_unknown_name_message(name))
+            warnings.warn(f"Model name {name!r} resolved to {entry['name']!r} (names are case-sensitive)", stacklevel=2)
         kwargs = copy.deepcopy(entry)
+        # like LitGPT: head_size and n_query_groups that merely follow from n_embd / n_head follow the overrides
+        if "head_size" not in overrides and ("n_embd" in overrides or "n_head" in overrides):
+            if kwargs.get("head_size") == kwargs.get("n_embd", 4096) // kwargs.get("n_head", 32):
+                kwargs.pop("head_size", None)
+        if "n_query_groups" not in overrides and "n_head" in overrides:
+            if kwargs.get("n_query_groups") == kwargs.get("n_head", 32):
+                kwargs.pop("n_query_groups", None)
         kwargs.update(overrides)
         if "n_layer" in overrides:
             for key in ("sliding_window_indices", "rope_indices"):
@@ -297,18 +322,52 @@ def _build_registry(entries: list[dict]) -> dict[str, dict]:
 name_to_config: dict[str, dict] = _build_registry(_registry_entries)
 """Registry name -> dict of Config fields (the published hyperparameters)."""
 
+# Hugging Face repository id ("org/name") -> registry name, and the bare repository name.
 _hf_to_name: dict[str, str] = {
-    f"{e['hf_config']['org']}/{e['hf_config']['name']}".lower(): e["name"]
-    for e in _registry_entries
-    if e.get("hf_config")
+    **_hf_aliases,
+    **{f"{e['hf_config']['org']}/{e['hf_config']['name']}": e["name"] for e in _registry_entries if e.get("hf_config")},
+}
+_hf_repo_to_name: dict[str, str] = {
+    e["hf_config"]["name"]: e["name"] for e in _registry_entries if e.get("hf_config")
 }
 
 
+def _unique_lowercase(spellings: dict[str, str]) -> dict[str, str]:
+    """lowercased spelling -> registry name, leaving out spellings that lowercase to two different models."""
+    table: dict[str, Optional[str]] = {}
+    for spelling, target in spellings.items():
+        low = spelling.lower()
+        table[low] = None if low in table and table[low] != target else target
+    return {low: target for low, target in table.items() if target is not None}
+
+
+_any_case: dict[str, str] = _unique_lowercase({**_hf_to_name, **_hf_repo_to_name, **{n: n for n in name_to_config}})
+
+
 def _lookup(name: str) -> Optional[dict]:
+    """The registry entry for a registry name, a Hugging Face `org/name`, or a bare repository name."""
     if name in name_to_config:
         return name_to_config[name]
-    key = _hf_to_name.get(name.lower())
+    if name in _hf_repo_to_name:  # LitGPT accepts e.g. "gemma-2-2b" and "Meta-Llama-3-8B"
+        return name_to_config[_hf_repo_to_name[name]]
+    key = _hf_to_name.get(name)
     return name_to_config[key] if key else None
+
+
+def _lookup_any_case(name: str) -> Optional[dict]:
+    """The entry for `name` spelled in another case (None when unknown or ambiguous)."""
+    found = _any_case.get(name.lower())
+    return name_to_config[found] if found is not None else None
+
+
+def _unknown_name_message(name: str) -> str:
+    lowered = {n.lower(): n for n in name_to_config}
+    close = [lowered[n] for n in difflib.get_close_matches(name.lower(), list(lowered), n=5, cutoff=0.6)]
+    if not close:
+        low = name.lower()
+        close = [n for n in name_to_config if low and low in n.lower()][:5]
+    hint = f" Did you mean: {', '.join(close)}?" if close else " See `litgpt download list` for the known names."
+    return f"{name!r} is not a supported config name.{hint}"
 
 
 configs = _registry_entries

@@ -62,20 +62,20 @@ def _sliding_pattern(n_layer: int, period: int) -> list[int]:
 
 # --------------------------------------------------------------------------------------------------
 # EleutherAI Pythia (GPT-NeoX). https://huggingface.co/EleutherAI
-for size, n_layer, n_embd, n_head, padding in [
-    ("14m", 6, 128, 4, 128),
-    ("31m", 6, 256, 8, 128),
-    ("70m", 6, 512, 8, 128),
-    ("160m", 12, 768, 12, 128),
-    ("410m", 24, 1024, 16, 128),
-    ("1b", 16, 2048, 8, 128),
-    ("1.4b", 24, 2048, 16, 128),
-    ("2.8b", 32, 2560, 32, 128),
-    ("6.9b", 32, 4096, 32, 256),  # 50432 embedding rows
-    ("12b", 36, 5120, 40, 512),  # 50688 embedding rows
+for size, n_layer, n_embd, n_head, padding, block_size in [
+    ("14m", 6, 128, 4, 128, 512),  # the two smallest were trained on shorter contexts
+    ("31m", 6, 256, 8, 128, 1024),
+    ("70m", 6, 512, 8, 128, 2048),
+    ("160m", 12, 768, 12, 128, 2048),
+    ("410m", 24, 1024, 16, 128, 2048),
+    ("1b", 16, 2048, 8, 128, 2048),
+    ("1.4b", 24, 2048, 16, 128, 2048),
+    ("2.8b", 32, 2560, 32, 128, 2048),
+    ("6.9b", 32, 4096, 32, 256, 2048),  # 50432 embedding rows
+    ("12b", 36, 5120, 40, 512, 2048),  # 50688 embedding rows
 ]:
     pythia = _add(
-        f"pythia-{size}", "EleutherAI", block_size=2048, vocab_size=50254, padding_multiple=padding,
+        f"pythia-{size}", "EleutherAI", block_size=block_size, vocab_size=50254, padding_multiple=padding,
         n_layer=n_layer, n_embd=n_embd, n_head=n_head, **NEOX,
     )
     if size not in ("14m", "31m"):  # the two smallest have no deduped twin
@@ -105,6 +105,7 @@ for size, n_layer, n_embd, n_head, n_kv, inter in [
 ]:
     llama2 = _add(
         f"Llama-2-{size}-hf", "meta-llama", block_size=4096, vocab_size=32000, padded_vocab_size=32000,
+        padding_multiple=64,
         n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_query_groups=n_kv, intermediate_size=inter,
         rope_base=10000, **LLAMA,
     )
@@ -128,22 +129,62 @@ for size in ("8B", "70B"):
     _variant(llama3, f"Llama-3-{size}-Instruct", f"Meta-Llama-3-{size}-Instruct")
 for size in ("8B", "70B", "405B"):
     n_layer, n_embd, n_head, n_kv, inter = LLAMA3_SIZES[size]
-    llama31 = _add(
-        f"Llama-3.1-{size}", "meta-llama", block_size=131072, n_layer=n_layer, n_embd=n_embd, n_head=n_head,
-        n_query_groups=n_kv, intermediate_size=inter, rope_adjustments=LLAMA31_ROPE, **LLAMA3,
+    llama31 = _add(  # LitGPT keeps the repos' original "Meta-" names (the Hub redirects both)
+        f"Llama-3.1-{size}", "meta-llama", f"Meta-Llama-3.1-{size}", block_size=131072, n_layer=n_layer,
+        n_embd=n_embd, n_head=n_head, n_query_groups=n_kv, intermediate_size=inter, rope_adjustments=LLAMA31_ROPE,
+        **LLAMA3,
     )
-    _variant(llama31, f"Llama-3.1-{size}-Instruct")
+    _variant(llama31, f"Llama-3.1-{size}-Instruct", f"Meta-Llama-3.1-{size}-Instruct")
 for size, n_layer, n_embd, n_head in [("1B", 16, 2048, 32), ("3B", 28, 3072, 24)]:
     llama32 = _add(
         f"Llama-3.2-{size}", "meta-llama", block_size=131072, n_layer=n_layer, n_embd=n_embd, n_head=n_head,
         n_query_groups=8, intermediate_size=8192, rope_adjustments=LLAMA32_ROPE, tie_embeddings=True, **LLAMA3,
     )
     _variant(llama32, f"Llama-3.2-{size}-Instruct")
-_variant(next(c for c in configs if c["name"] == "Llama-3.1-70B"), "Llama-3.3-70B-Instruct")
+llama31_70b = next(c for c in configs if c["name"] == "Llama-3.1-70B")
+_variant(llama31_70b, "Llama-3.3-70B-Instruct")
+_variant(llama31_70b, "Llama-3.1-Nemotron-70B-Instruct-HF", org="nvidia")
+# DeepSeek-R1 distilled into Llama 3.1 8B / Llama 3.3 70B: the Llama architecture unchanged.
+_variant(next(c for c in configs if c["name"] == "Llama-3.1-8B"), "R1-Distill-Llama-8B",
+         "DeepSeek-R1-Distill-Llama-8B", org="deepseek-ai")
+_variant(llama31_70b, "R1-Distill-Llama-70B", "DeepSeek-R1-Distill-Llama-70B", org="deepseek-ai")
+
+# Community fine-tunes of Llama 2 (and of the first Llama 30B) with the base architectures unchanged.
+LLAMA2_ARCH = {  # n_layer, n_embd, n_head, n_query_groups, intermediate_size
+    "7B": (32, 4096, 32, 32, 11008),
+    "13B": (40, 5120, 40, 40, 13824),
+    "30B": (60, 6656, 52, 52, 17920),
+    "70B": (80, 8192, 64, 8, 28672),
+}
+for name, org, size, extra in [
+    ("Platypus-30B", "garage-bAInd", "30B", dict(block_size=2048, norm_eps=1e-6)),
+    ("Platypus2-7B", "garage-bAInd", "7B", {}),
+    ("Platypus2-13B", "garage-bAInd", "13B", {}),
+    ("Platypus2-70B", "garage-bAInd", "70B", {}),
+    ("Camel-Platypus2-13B", "garage-bAInd", "13B", {}),
+    ("Camel-Platypus2-70B", "garage-bAInd", "70B", {}),
+    ("Stable-Platypus2-13B", "garage-bAInd", "13B", {}),
+    ("Platypus2-70B-instruct", "garage-bAInd", "70B", {}),
+    ("FreeWilly2", "stabilityai", "70B", dict(padding_multiple=64)),
+    # 32k context by linear position interpolation (x8)
+    ("LLaMA-2-7B-32K", "togethercomputer", "7B", dict(block_size=32768, rope_condense_ratio=8, padding_multiple=64)),
+    ("Llama-2-7b-chat-hf-function-calling-v2", "Trelis", "7B", dict(norm_eps=1e-6, padding_multiple=64)),
+]:
+    n_layer, n_embd, n_head, n_kv, inter = LLAMA2_ARCH[size]
+    fields = dict(LLAMA, block_size=4096, vocab_size=32000, padded_vocab_size=32000, rope_base=10000)
+    fields.update(n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_query_groups=n_kv, intermediate_size=inter)
+    fields.update(extra)
+    _add(name, org, **fields)
 
 # --------------------------------------------------------------------------------------------------
 # Meta Code Llama. 7b/13b base and Instruct carry 16 extra infilling tokens (32016 rows).
 CODELLAMA = dict(LLAMA, block_size=16384, rope_base=1000000)
+
+
+def _codellama_vocab(n: int) -> dict:
+    return dict(vocab_size=n, padded_vocab_size=n, padding_multiple=16 if n == 32016 else 512)
+
+
 for size, n_layer, n_embd, n_head, n_kv, inter in [
     ("7b", 32, 4096, 32, 32, 11008),
     ("13b", 40, 5120, 40, 40, 13824),
@@ -153,13 +194,10 @@ for size, n_layer, n_embd, n_head, n_kv, inter in [
     arch = dict(n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_query_groups=n_kv, intermediate_size=inter)
     infill_vocab = 32000 if size == "34b" else 32016
     python_vocab = 32016 if size == "70b" else 32000
-    _add(f"CodeLlama-{size}-hf", "codellama", vocab_size=infill_vocab, padded_vocab_size=infill_vocab,
-         **arch, **CODELLAMA)
-    _add(f"CodeLlama-{size}-Python-hf", "codellama", vocab_size=python_vocab, padded_vocab_size=python_vocab,
-         **arch, **CODELLAMA)
+    _add(f"CodeLlama-{size}-hf", "codellama", **_codellama_vocab(infill_vocab), **arch, **CODELLAMA)
+    _add(f"CodeLlama-{size}-Python-hf", "codellama", **_codellama_vocab(python_vocab), **arch, **CODELLAMA)
     instruct = dict(CODELLAMA, block_size=4096, rope_base=10000) if size == "70b" else CODELLAMA
-    _add(f"CodeLlama-{size}-Instruct-hf", "codellama", vocab_size=infill_vocab, padded_vocab_size=infill_vocab,
-         **arch, **instruct)
+    _add(f"CodeLlama-{size}-Instruct-hf", "codellama", **_codellama_vocab(infill_vocab), **arch, **instruct)
 
 # --------------------------------------------------------------------------------------------------
 # Mistral AI. v0.1 uses sliding-window attention (4096) on every layer; v0.2+ dropped it.
@@ -169,11 +207,16 @@ MISTRAL_7B = dict(
 )
 mistral = _add("Mistral-7B-v0.1", "mistralai", sliding_window_size=4096, rope_base=10000, **MISTRAL_7B)
 _variant(mistral, "Mistral-7B-Instruct-v0.1")
-mistral = _add("Mistral-7B-v0.2", "mistral-community", rope_base=1000000, **MISTRAL_7B)
+mistral = _add("Mistral-7B-v0.2", "unsloth", rope_base=1000000, **MISTRAL_7B)  # as LitGPT: a mirror of the weights
 _variant(mistral, "Mistral-7B-Instruct-v0.2", org="mistralai")
 MISTRAL_7B_V03 = dict(MISTRAL_7B, vocab_size=32768, padded_vocab_size=32768)  # larger vocabulary
 mistral = _add("Mistral-7B-v0.3", "mistralai", rope_base=1000000, **MISTRAL_7B_V03)
 _variant(mistral, "Mistral-7B-Instruct-v0.3")
+_add("Mathstral-7B-v0.1", "mistralai", "mathstral-7B-v0.1", rope_base=1000000, sliding_window_size=4096,
+     **MISTRAL_7B_V03)
+for version in ("2407", "2411"):
+    _add(f"Mistral-Large-Instruct-{version}", "mistralai", rope_base=1000000, **dict(
+        MISTRAL_7B_V03, n_layer=88, n_embd=12288, n_head=96, n_query_groups=8, intermediate_size=28672))
 
 MIXTRAL = dict(LLAMA, mlp_class_name="LLaMAMoE", n_expert=8, n_expert_per_token=2, rope_base=1000000)
 mixtral = _add(
@@ -182,10 +225,10 @@ mixtral = _add(
 )
 _variant(mixtral, "Mixtral-8x7B-Instruct-v0.1")
 mixtral = _add(
-    "Mixtral-8x22B-v0.1", "mistralai", block_size=65536, vocab_size=32000, padded_vocab_size=32000, n_layer=56,
+    "Mixtral-8x22B-v0.1", "mistralai", block_size=65536, vocab_size=32768, padded_vocab_size=32768, n_layer=56,
     n_embd=6144, n_head=48, n_query_groups=8, intermediate_size=16384, **MIXTRAL,
 )
-_variant(mixtral, "Mixtral-8x22B-Instruct-v0.1", vocab_size=32768, padded_vocab_size=32768)
+_variant(mixtral, "Mixtral-8x22B-Instruct-v0.1")
 
 # --------------------------------------------------------------------------------------------------
 # Google Gemma: GeGLU (tanh GELU), RMSNorm scaling by (1 + weight), embeddings scaled by sqrt(n_embd),
@@ -195,7 +238,8 @@ GEMMA = dict(
     mlp_class_name="GemmaMLP", gelu_approximate="tanh", rotary_percentage=1.0, scale_embeddings=True,
     tie_embeddings=True,
 )
-GEMMA1 = dict(GEMMA, block_size=8192, vocab_size=256000, padded_vocab_size=256000, rope_base=10000, head_size=256)
+GEMMA1 = dict(GEMMA, block_size=8192, vocab_size=256000, padded_vocab_size=256000, rope_base=10000, head_size=256,
+              padding_multiple=64)
 gemma = _add("Gemma-2b", "google", "gemma-2b", n_layer=18, n_embd=2048, n_head=8, n_query_groups=1,
              intermediate_size=16384, **GEMMA1)
 _variant(gemma, "Gemma-2b-it", "gemma-2b-it")
@@ -267,10 +311,19 @@ PHI3 = dict(
 _add("Phi-3-mini-4k-instruct", "microsoft", block_size=4096, sliding_window_size=2047, **PHI3)
 _add("Phi-3-mini-128k-instruct", "microsoft", block_size=131072, **PHI3)
 _add("Phi-3.5-mini-instruct", "microsoft", block_size=131072, **PHI3)
-_add(
+phi4 = _add(
     "phi-4", "microsoft", block_size=16384, vocab_size=100352, padded_vocab_size=100352, n_layer=40, n_embd=5120,
     n_head=40, n_query_groups=10, intermediate_size=17920, rope_base=250000, **LLAMA,
 )
+for name in ("Phi-4-reasoning", "Phi-4-reasoning-plus"):
+    _variant(phi4, name, block_size=32768, rope_base=500000)
+# Phi-4-mini: 200k vocabulary, RoPE on 3/4 of each head, tied embeddings; "longrope" scaling as for Phi-3 128k.
+phi4_mini = _add(
+    "Phi-4-mini-instruct", "microsoft", block_size=131072, vocab_size=200019, padded_vocab_size=200064, n_layer=32,
+    n_embd=3072, n_head=24, n_query_groups=8, intermediate_size=8192, rope_base=10000, tie_embeddings=True,
+    **dict(LLAMA, rotary_percentage=0.75),
+)
+_variant(phi4_mini, "Phi-4-mini-reasoning")
 
 # --------------------------------------------------------------------------------------------------
 # Alibaba Qwen2.5: Llama-like with a bias on the qkv projection; 151643 BPE tokens + specials.
@@ -295,11 +348,13 @@ def _qwen25_arch(size: str) -> dict:
 
 
 for size in QWEN25_SIZES:
-    small = size in ("0.5B", "1.5B", "3B")
-    base = _add(f"Qwen2.5-{size}", "Qwen", block_size=32768 if small else 131072, **_qwen25_arch(size))
+    base = _add(f"Qwen2.5-{size}", "Qwen", block_size=32768 if size in ("0.5B", "3B") else 131072,
+                **_qwen25_arch(size))
     if size in ("14B", "32B", "72B"):
         base["norm_eps"] = 1e-5  # the larger base checkpoints were published with 1e-5
     _variant(base, f"Qwen2.5-{size}-Instruct", block_size=32768, norm_eps=1e-6)
+    if size in ("7B", "14B"):  # million-token context: RoPE base 1e7
+        _variant(base, f"Qwen2.5-{size}-Instruct-1M", block_size=1010000, rope_base=10000000, norm_eps=1e-5)
 for size in ("0.5B", "1.5B", "3B", "7B", "14B", "32B"):
     coder = _add(f"Qwen2.5-Coder-{size}", "Qwen", block_size=32768, **_qwen25_arch(size))
     if size in ("14B", "32B"):
@@ -330,16 +385,24 @@ for size, n_layer, n_embd, n_head, inter, tied, has_base in [
     )
     if has_base:
         _variant(qwen3, f"Qwen3-{size}-Base", block_size=32768)
-QWEN3_MOE = dict(QWEN3, mlp_class_name="LLaMAMoE", n_expert=128, n_expert_per_token=8, norm_topk_prob=True)
+    if size == "4B":  # the July 2025 updates: 256k context, RoPE base 5e6
+        for kind in ("Instruct", "Thinking"):
+            _variant(qwen3, f"Qwen3-4B-{kind}-2507", block_size=262144, rope_base=5000000)
+# norm_topk_prob is left False as in LitGPT: the softmax router renormalises the top-k weights either way.
+QWEN3_MOE = dict(QWEN3, mlp_class_name="LLaMAMoE", n_expert=128, n_expert_per_token=8)
 qwen3 = _add(
     "Qwen3-30B-A3B", "Qwen", block_size=40960, n_layer=48, n_embd=2048, n_head=32, n_query_groups=4,
     intermediate_size=6144, moe_intermediate_size=768, **QWEN3_MOE,
 )
 _variant(qwen3, "Qwen3-30B-A3B-Base", block_size=32768)
-_add(
+for kind in ("Instruct", "Thinking"):
+    _variant(qwen3, f"Qwen3-30B-A3B-{kind}-2507", block_size=262144, rope_base=10000000)
+qwen3 = _add(
     "Qwen3-235B-A22B", "Qwen", block_size=40960, n_layer=94, n_embd=4096, n_head=64, n_query_groups=4,
     intermediate_size=12288, moe_intermediate_size=1536, **QWEN3_MOE,
 )
+for kind in ("Instruct", "Thinking"):
+    _variant(qwen3, f"Qwen3-235B-A22B-{kind}-2507", block_size=262144, rope_base=5000000)
 
 # --------------------------------------------------------------------------------------------------
 # Allen AI OLMo: parameter-free LayerNorm, SwiGLU, no biases.
@@ -405,7 +468,9 @@ for size, n_layer, n_embd, n_head, n_kv, inter, rope_base in [
 
 # --------------------------------------------------------------------------------------------------
 # Small Llama-architecture models.
-TINY_LLAMA = dict(LLAMA, block_size=2048, vocab_size=32000, padded_vocab_size=32000, rope_base=10000)
+TINY_LLAMA = dict(
+    LLAMA, block_size=2048, vocab_size=32000, padded_vocab_size=32000, rope_base=10000, padding_multiple=64,
+)
 tiny = _add("tiny-llama-1.1b", "TinyLlama", "TinyLlama-1.1B-intermediate-step-1431k-3T", n_layer=22, n_embd=2048,
             n_head=32, n_query_groups=4, intermediate_size=5632, **TINY_LLAMA)
 _variant(tiny, "tiny-llama-1.1b-chat", "TinyLlama-1.1B-Chat-v1.0")
@@ -419,7 +484,8 @@ for size, n_layer, n_embd, n_head, inter in [
     ("13b", 40, 5120, 40, 13824),
 ]:
     _add(f"open_llama_{size}", "openlm-research", block_size=2048, vocab_size=32000, padded_vocab_size=32000,
-         n_layer=n_layer, n_embd=n_embd, n_head=n_head, intermediate_size=inter, **dict(LLAMA, norm_eps=1e-6))
+         n_layer=n_layer, n_embd=n_embd, n_head=n_head, intermediate_size=inter, padding_multiple=64,
+         **dict(LLAMA, norm_eps=1e-6))
 
 # Barcelona Supercomputing Center Salamandra.
 for size, n_layer, n_embd, n_head, n_kv, inter, eps in [
@@ -451,3 +517,11 @@ STABLELM3B = dict(
 stablelm = _add("stablelm-3b-4e1t", "stabilityai", block_size=4096, rope_base=10000, **STABLELM3B)
 _variant(stablelm, "stablelm-zephyr-3b")
 _add("stable-code-3b", "stabilityai", block_size=16384, rope_base=1000000, **STABLELM3B)
+
+
+# Hugging Face repository ids that moved: the old or new id -> registry name (`Config.from_name` accepts them).
+hf_aliases: dict[str, str] = {
+    **{f"meta-llama/{c['name']}": c["name"] for c in configs if c["name"].startswith("Llama-3.1-")
+       and c["hf_config"]["org"] == "meta-llama"},
+    "mistral-community/Mistral-7B-v0.2": "Mistral-7B-v0.2",
+}

@@ -1,24 +1,30 @@
 """`make demo` / `python -m litgpt.demo`: pretrain a small model offline, on CPU, in a few minutes.
 
 The corpus is Python's own documentation (`pydoc_data.topics`, shipped with every CPython). The demo
-trains a byte-level BPE tokenizer on it, pretrains a 4-layer Llama-style model with `litgpt pretrain`
+trains a byte-level BPE tokenizer on it, pretrains a 4-layer, 1.3M-parameter Llama-style model with `litgpt pretrain`
 (progress bar, validation loss and a generated sample every few hundred steps, the loss curve PNG), and
-ends with the commands that chat with, serve and finetune the result.
+ends with the commands that chat with, serve and finetune the result, written so that they run as printed from
+the directory `make demo` ran in (through `.venv/bin/litgpt` when `litgpt` is not on the PATH).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import math
+import os
+import shutil
 import shlex
 import sys
 import time
 from pathlib import Path
 
 from litgpt.config import Config
+from litgpt.model import GPT
 
 DEMO_CONFIG = dict(
-    name="litgpt-demo-6M", block_size=256, n_layer=4, n_embd=128, n_head=4, n_query_groups=4, vocab_size=2048,
+    name="litgpt-demo-1.3M", block_size=256, n_layer=4, n_embd=128, n_head=4, n_query_groups=4, vocab_size=2048,
     padding_multiple=64, norm_class_name="RMSNorm", norm_eps=1e-5, mlp_class_name="LLaMAMLP", intermediate_size=352,
     bias=False, parallel_residual=False, rotary_percentage=1.0, rope_base=10000,
 )
@@ -70,8 +76,6 @@ def pick_thread_count(config: Config, batch_size: int, seq_len: int) -> int:
     several times slower with 2 threads than with 1 when other work runs), from two timed training steps."""
     import torch
 
-    from litgpt.model import GPT
-
     default = torch.get_num_threads()
     if default <= 1:
         return default
@@ -100,8 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     out = args.out_dir
-    print(f"litgpt demo: pretraining a {DEMO_CONFIG['n_layer']}-layer model on Python's documentation "
-          f"(offline, CPU, about 3 minutes) into {out}", flush=True)
+    n_params = sum(p.numel() for p in GPT(Config(**DEMO_CONFIG)).parameters())
+    minutes = math.ceil((args.max_time + 40) / 60)
+    print(f"litgpt demo: pretraining a {DEMO_CONFIG['n_layer']}-layer, {n_params / 1e6:.1f}M-parameter model on "
+          f"Python's documentation (offline, CPU, at most {args.max_time:.0f}s of training, about {minutes} "
+          f"minutes in all) into {out}", flush=True)
     train_dir, val_dir, sft = write_corpus(out / "data")
     tokenizer_dir = train_tokenizer(train_dir, out / "tokenizer", DEMO_CONFIG["vocab_size"])
 
@@ -131,22 +138,36 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def litgpt_command() -> str:
+    """How to call `litgpt` from the current directory in a fresh shell: `litgpt` when the one on the PATH is
+    this installation's, else the path of this venv's script (e.g. `.venv/bin/litgpt`)."""
+    script = Path(sys.executable).parent / "litgpt"
+    on_path = shutil.which("litgpt")
+    if on_path is not None and os.path.realpath(on_path) == os.path.realpath(script):
+        return "litgpt"
+    try:
+        return str(script.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
 def next_commands(final: Path, sft: Path) -> list[str]:
-    """The follow-up commands for the verbs this installation has."""
+    """The follow-up commands, for the verbs whose packages this installation has; each runs as printed."""
     from litgpt.__main__ import VERBS
 
-    f, q = str(final), shlex.quote
+    exe, f, q = litgpt_command(), str(final), shlex.quote
+    finetune = (f"--data JSON --data.json_path {q(str(sft))} --train.epochs 3 --train.global_batch_size 8 "
+                "--train.micro_batch_size 8 --train.lr_warmup_steps 3 --eval.interval 9 --precision 32-true")
     candidates = [
-        ("generate", f"litgpt generate {q(f)} --prompt {q('The with statement')}"),
-        ("chat", f"litgpt chat {q(f)}"),
-        ("serve", f"litgpt serve {q(f)}"),
-        ("finetune_lora", f"litgpt finetune_lora {q(f)} --data JSON --data.json_path {q(str(sft))} "
-                          "--train.max_steps 50 --precision 32-true"),
-        ("finetune_full", f"litgpt finetune_full {q(f)} --data JSON --data.json_path {q(str(sft))} "
-                          "--train.max_steps 50 --precision 32-true"),
-        ("convert_from_litgpt", f"litgpt convert_from_litgpt {q(f)} {q(str(final.parent / 'hf'))}"),
+        ("generate", None, f"{exe} generate {q(f)} --prompt {q('The with statement')}"),
+        ("chat", None, f"{exe} chat {q(f)}"),
+        ("serve", "litserve", f"{exe} serve {q(f)}"),
+        ("finetune_lora", None, f"{exe} finetune_lora {q(f)} {finetune} --out_dir out/demo/lora"),
+        ("finetune_full", None, f"{exe} finetune_full {q(f)} {finetune} --out_dir out/demo/full"),
+        ("convert_from_litgpt", None, f"{exe} convert_from_litgpt {q(f)} {q(str(final.parent / 'hf'))}"),
     ]
-    return [cmd for verb, cmd in candidates if verb in VERBS]
+    return [cmd for verb, package, cmd in candidates
+            if verb in VERBS and (package is None or importlib.util.find_spec(package) is not None)]
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -12,7 +12,8 @@ import torch.nn as nn
 from litgpt.config import Config
 from litgpt.data.base import DataModule
 from litgpt.model import GPT
-from litgpt.train.args import EvalArgs, LoggerName, LogArgs, Precision, Strategy, TrainArgs
+from litgpt.finetune.common import TrainingFlags, training_verb
+from litgpt.train.args import EvalArgs, TrainArgs
 from litgpt.train.loop import Method, TrainingRun, fit
 from litgpt.utils import TOKENIZER_FILES
 from litgpt.checkpoint import load_checkpoint
@@ -69,10 +70,13 @@ class Pretraining(Method):
 
 def resolve_config(model_name: Optional[str], model_config: Optional[Config],
                    initial_checkpoint_dir: Optional[Path]) -> Config:
-    """The architecture from exactly one of model_name / model_config (or the initial checkpoint's)."""
-    if model_name is not None and model_config is not None:
-        raise ValueError("give either model_name or --model_config, not both")
+    """The architecture: `model_config` if given (it overrides `model_name`, as in LitGPT recipes that name
+    both), else the registry config `model_name`, else the initial checkpoint's."""
     if model_config is not None:
+        if model_name is not None and model_config.name and model_name != model_config.name:
+            import warnings
+
+            warnings.warn(f"model_config ({model_config.name!r}) overrides model_name ({model_name!r})")
         return model_config
     if initial_checkpoint_dir is not None and model_name is None:
         return Config.from_file(Path(initial_checkpoint_dir) / "model_config.yaml")
@@ -81,29 +85,24 @@ def resolve_config(model_name: Optional[str], model_config: Optional[Config],
     return Config.from_name(model_name)
 
 
+@training_verb(
+    "model_name model_config out_dir precision initial_checkpoint_dir resume data train eval log optimizer devices "
+    "num_nodes tokenizer_dir logger_name seed strategy accelerator compile",
+    help={"data": "the corpus, e.g. `--data TextFiles --data.train_data_path DIR` (or TinyLlama, MicroLlama, "
+                  "OpenWebText, TinyStories, LitData).",
+          "precision": "32-true, bf16-mixed, bf16-true, 16-mixed or 16-true (default: bf16-mixed, or 16-mixed on GPUs "
+                       "without bfloat16)."},
+    out_dir=Path("out/pretrain"), devices="auto", seed=42, eval=EvalArgs(interval=1000, max_iters=100),
+    train=TrainArgs(save_interval=1000, log_interval=1, global_batch_size=512, micro_batch_size=4, max_tokens=int(3e12),
+                    max_norm=1.0, min_lr=4e-5, lr_warmup_steps=2000, tie_embeddings=False),
+)
 def pretrain(
     model_name: Optional[str] = None,
     model_config: Optional[Config] = None,
-    out_dir: Path = Path("out/pretrain"),
-    precision: Optional[Precision] = None,
     initial_checkpoint_dir: Optional[Path] = None,
-    resume: Union[bool, Literal["auto"], Path] = False,
-    data: Optional[DataModule] = None,
-    train: TrainArgs = TrainArgs(
-        save_interval=1000, log_interval=1, global_batch_size=512, micro_batch_size=4, max_tokens=int(3e12),
-        max_norm=1.0, min_lr=4e-5, lr_warmup_steps=2000, tie_embeddings=False,
-    ),
-    eval: EvalArgs = EvalArgs(interval=1000, max_iters=100),
-    log: LogArgs = LogArgs(),
-    optimizer: Union[str, dict] = "AdamW",
-    devices: Union[int, str] = "auto",
-    num_nodes: int = 1,
     tokenizer_dir: Optional[Path] = None,
-    logger_name: LoggerName = "csv",
-    seed: int = 42,
-    strategy: Strategy = "auto",
-    accelerator: str = "auto",
-    compile: bool = False,
+    *,
+    flags: TrainingFlags,
 ) -> Optional[Path]:
     """Pretrain a model from random weights, or continue pretraining a checkpoint.
 
@@ -111,32 +110,21 @@ def pretrain(
     convert_from_litgpt read), `out_dir/logs/metrics.csv` and `out_dir/loss.png`.
 
     Args:
-        model_name: a registry name (e.g. pythia-14m); `litgpt download list` shows them. Not with --model_config.
-        model_config: the architecture as Config fields (e.g. in a YAML recipe). Not with model_name.
-        out_dir: folder for checkpoints, logs and the loss curve.
-        precision: 32-true, bf16-mixed, bf16-true, 16-mixed or 16-true (default: bf16-mixed, or 16-mixed on
-            GPUs without bfloat16).
+        model_name: a registry name (e.g. pythia-14m), or "list" to print them. With --model_config, the
+            config wins (as in LitGPT).
+        model_config: the architecture as Config fields (e.g. in a YAML recipe); overrides model_name.
         initial_checkpoint_dir: continue pretraining from this checkpoint's weights (optimizer starts fresh).
-        resume: continue an interrupted run exactly: "auto" (the latest step-* in out_dir, if any), true (the
-            latest, which must exist) or a step-* folder.
-        data: the corpus, e.g. `--data TextFiles --data.train_data_path DIR` (or TinyStories, OpenWebText).
-        train: batch sizes, stop rules, schedule and checkpoint interval.
-        eval: validation interval and size, and the generated sample.
-        log: experiment-tracker names.
-        optimizer: a torch.optim class name (AdamW) or {"class_path": ..., "init_args": {...}}.
-        devices: devices per node (a number or "auto").
-        num_nodes: machines taking part (see tutorials/pretrain.md for launching).
         tokenizer_dir: folder with the tokenizer (default: initial_checkpoint_dir).
-        logger_name: csv (always written), or also tensorboard, wandb or mlflow.
-        seed: seed of the initialisation and the data order.
-        strategy: auto (FSDP on several devices), ddp or fsdp.
-        accelerator: auto, cpu, cuda (gpu) or mps.
-        compile: compile the model with torch.compile.
     """
-    hyperparameters = dict(locals())
-    if data is None:
-        raise ValueError("pass a dataset, e.g. --data TextFiles --data.train_data_path DIR (or TinyStories, OpenWebText)")
+    if model_name == "list" and model_config is None:
+        from litgpt.config import name_to_config
+
+        print("\n".join(sorted(name_to_config)))
+        return None
+    if flags.data is None:
+        raise ValueError("pass a dataset, e.g. --data TextFiles --data.train_data_path DIR (or TinyLlama, OpenWebText)")
     config = resolve_config(model_name, model_config, initial_checkpoint_dir)
+    train = flags.train
     if train.tie_embeddings is not None and train.tie_embeddings != config.tie_embeddings:
         import dataclasses
 
@@ -145,10 +133,11 @@ def pretrain(
             (Path(initial_checkpoint_dir) / f).is_file() for f in TOKENIZER_FILES[:2]):
         tokenizer_dir = initial_checkpoint_dir
     run = TrainingRun(
-        verb="pretrain", config=config, data=data, tokenizer_dir=tokenizer_dir, out_dir=Path(out_dir),
-        train=train, eval=eval, log=log, optimizer=optimizer, precision=precision, devices=devices,
-        num_nodes=num_nodes, strategy=strategy, accelerator=accelerator, compile=compile, resume=resume,
-        seed=seed, logger_name=logger_name, hyperparameters=hyperparameters,
+        verb="pretrain", config=config, data=flags.data, tokenizer_dir=tokenizer_dir, out_dir=Path(flags.out_dir),
+        train=train, eval=flags.eval, log=flags.log, optimizer=flags.optimizer, precision=flags.precision,
+        devices=flags.devices, num_nodes=flags.num_nodes, strategy=flags.strategy, accelerator=flags.accelerator,
+        compile=flags.compile, resume=flags.resume, seed=flags.seed, logger_name=flags.logger_name,
+        hyperparameters=flags.hyperparameters,
     )
     return fit(Pretraining(initial_checkpoint_dir), run)
 

@@ -71,21 +71,18 @@ class PromptStyle:
     stop_strings: ClassVar[tuple[str, ...]] = ()
     """Text that ends the answer (for formats whose turns end with plain text, not a special token)."""
 
-    def apply(self, prompt: str, *, sys_prompt: Optional[str] = None, **kwargs: Any) -> str:
-        """The text to feed the model for one user prompt (and optional system prompt).
+    def apply(self, prompt: Union[str, list[Message]], *, sys_prompt: Optional[str] = None, **kwargs: Any) -> str:
+        """The text to feed the model for one user prompt (and optional system prompt), or for a whole
+        conversation.
 
         Args:
-            prompt: the user's message.
-            sys_prompt: a system prompt; None uses the style's default (if it has one).
+            prompt: the user's message, or a list of `{"role", "content"}` messages (multi-turn; see
+                `apply_conversation`).
+            sys_prompt: a system prompt; None uses the style's default (if it has one). With a list of
+                messages it is used only when the list has no system message.
             kwargs: style-specific fields (e.g. `input` for Alpaca).
         """
-        if not isinstance(prompt, str):
-            raise ValueError(f"prompt must be a str, got {type(prompt).__name__}")
-        messages: list[Message] = []
-        if sys_prompt is not None:
-            messages.append({"role": "system", "content": sys_prompt})
-        messages.append({"role": "user", "content": prompt})
-        return self.apply_conversation(messages)
+        return self.apply_conversation(_as_messages(prompt, sys_prompt))
 
     def apply_conversation(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
         """The text of a whole conversation, ending (by default) where the assistant's next answer starts.
@@ -174,6 +171,20 @@ class PromptStyle:
         return hash(type(self))
 
 
+def _as_messages(prompt: Union[str, Sequence[Message]], sys_prompt: Optional[str]) -> list[Message]:
+    """`apply`'s arguments as a conversation: [system?, user] for a str, the list itself (after an optional
+    system message) for a list of messages."""
+    if isinstance(prompt, str):
+        messages: list[Message] = [{"role": "user", "content": prompt}]
+    elif isinstance(prompt, Sequence) and not isinstance(prompt, bytes):
+        messages = check_messages(prompt)
+    else:
+        raise ValueError(f"prompt must be a str or a list of messages, got {type(prompt).__name__}")
+    if sys_prompt is not None and not (messages and messages[0]["role"] == "system"):
+        messages = [{"role": "system", "content": sys_prompt}] + list(messages)
+    return messages
+
+
 def _fill(template: str, content: str) -> str:
     # str.replace, not str.format: a message may hold braces
     return template.replace("{content}", content)
@@ -216,7 +227,7 @@ class Alpaca(PromptStyle):
     def apply(self, prompt: str, *, sys_prompt: Optional[str] = None, **kwargs: Any) -> str:
         """The Alpaca prompt; `input=...` adds the "### Input:" section (and the matching preamble)."""
         text = kwargs.get("input") or ""
-        if not text:
+        if not text or not isinstance(prompt, str):
             return super().apply(prompt, sys_prompt=sys_prompt)
         system = self.with_input_system if sys_prompt is None else sys_prompt
         return f"{system}\n\n### Instruction:\n{prompt}\n\n### Input:\n{text}\n\n### Response:\n"
@@ -268,6 +279,18 @@ class ChatML(PromptStyle):
     assistant_format = "<|im_start|>assistant\n{content}<|im_end|>\n"
     generation_prompt = "<|im_start|>assistant\n"
     end_tokens = ("<|im_end|>", "<|endoftext|>")
+
+    def __init__(self, system_message: Optional[str] = None) -> None:
+        """
+        Args:
+            system_message: system prompt used when none is given (None: the style's own default, if any).
+        """
+        self.system_message = system_message
+        if system_message is not None:
+            self.default_system = system_message
+
+    def init_args(self) -> dict[str, Any]:
+        return {} if self.system_message is None else {"system_message": self.system_message}
 
 
 class Qwen2_5(ChatML):
@@ -351,6 +374,7 @@ class Phi3(PromptStyle):
     """Phi-3 / Phi-3.5: `<|user|>\\n...<|end|>\\n<|assistant|>\\n`."""
 
     name = "phi-3"
+    default_system = "You are a helpful assistant."
     system_format = "<|system|>\n{content}<|end|>\n"
     user_format = "<|user|>\n{content}<|end|>\n"
     assistant_format = "<|assistant|>\n{content}<|end|>\n"
@@ -449,6 +473,125 @@ class OLMo(PromptStyle):
     assistant_format = "<|assistant|>\n{content}<|endoftext|>\n"
     generation_prompt = "<|assistant|>\n"
     end_tokens = ("<|endoftext|>",)
+
+
+class FLAN(Alpaca):
+    """FLAN instruction tuning (`--data FLAN`): the Alpaca format without the `input` section."""
+
+    name = "flan"
+
+    def apply(self, prompt: Union[str, list[Message]], *, sys_prompt: Optional[str] = None, **kwargs: Any) -> str:
+        """The Alpaca prompt without an "### Input:" section (an `input` field is ignored)."""
+        return PromptStyle.apply(self, prompt, sys_prompt=sys_prompt)
+
+
+class Longform(FLAN):
+    """LongForm instruction tuning (`--data LongForm`): FLAN's format with Alpaca's with-input preamble."""
+
+    name = "longform"
+    default_system = Alpaca.with_input_system
+
+
+class Phi1(PromptStyle):
+    """Phi-1 / Phi-1.5: the question, a blank line, then `Answer:`."""
+
+    name = "phi-1"
+    system_format = "{content}\n\n"
+    user_format = "{content}\n\n"
+    assistant_format = "Answer: {content}\n\n"
+    generation_prompt = "Answer:"
+    end_tokens = ("<|endoftext|>",)
+
+
+class Phi4Mini(PromptStyle):
+    """Phi-4-mini instruct: `<|user|>...<|end|><|assistant|>` (no newlines)."""
+
+    name = "phi-4-mini"
+    system_format = "<|system|>{content}<|end|>"
+    user_format = "<|user|>{content}<|end|>"
+    assistant_format = "<|assistant|>{content}<|end|>"
+    generation_prompt = "<|assistant|>"
+    end_tokens = ("<|end|>", "<|endoftext|>")
+
+
+class Phi4MiniReasoning(Phi4Mini):
+    """Phi-4-mini-reasoning: Phi-4-mini's format with its math-expert default system prompt."""
+
+    name = "phi-4-mini-reasoning"
+    default_system = "Your name is Phi, an AI math expert developed by Microsoft."
+
+
+class Phi4Reasoning(Phi4):
+    """Phi-4-reasoning (and -plus): Phi-4's format with its think-then-solve default system prompt."""
+
+    name = "phi-4-reasoning"
+    default_system = (
+        "You are Phi, a language model trained by Microsoft to help users. Your role as an assistant involves "
+        "thoroughly exploring questions through a systematic thinking process before providing the final precise "
+        "and accurate solutions. This requires engaging in a comprehensive cycle of analysis, summarizing, "
+        "exploration, reassessment, reflection, backtracing, and iteration to develop well-considered thinking "
+        "process. Please structure your response into two main sections: Thought and Solution using the specified "
+        "format: <think> {Thought section} </think> {Solution section}. In the Thought section, detail your "
+        "reasoning process in steps. Each step should include detailed considerations such as analysing "
+        "questions, summarizing relevant findings, brainstorming new ideas, verifying the accuracy of the current "
+        "steps, refining any errors, and revisiting previous steps. In the Solution section, based on various "
+        "attempts, explorations, and reflections from the Thought section, systematically present the final "
+        "solution that you deem correct. The Solution section should be logical, accurate, and concise and "
+        "detail necessary steps needed to reach the conclusion. Now, try to solve the following question through "
+        "the above guidelines:"
+    )
+
+
+class FreeWilly2(PromptStyle):
+    """FreeWilly2 (Stable Beluga 2): `### System:` / `### User:` / `### Assistant:` sections."""
+
+    name = "freewilly2"
+    default_system = "This is a system prompt, please behave and help the user."
+    system_format = "### System:\n{content}\n\n"
+    user_format = "### User:\n{content}\n\n"
+    assistant_format = "### Assistant:\n{content}\n\n"
+    generation_prompt = "### Assistant:\n"
+
+
+class Platypus(PromptStyle):
+    """Platypus 2: `### Instruction:` then `### Response:`, each followed by a blank line."""
+
+    name = "platypus"
+    user_format = "### Instruction:\n\n{content}\n\n"
+    assistant_format = "### Response:\n{content}\n\n"
+    generation_prompt = "### Response:\n"
+
+
+class Llama2FunctionCalling(PromptStyle):
+    """Llama-2-7b-chat-hf-function-calling-v2: the available functions as JSON, then a Llama 2 instruction."""
+
+    name = "llama2-function-calling"
+    functions: ClassVar[str] = (
+        '{"function": "search_bing", "description": "Search the web for content on Bing. This allows users to '
+        'search online/the internet/the web for content.", "arguments": [{"name": "query", "type": "string", '
+        '"description": "The search query string"}]}'
+    )
+    default_system = (
+        "You are a helpful, respectful and honest assistant. Always answer as helpfully as possible. "
+        "Your only response should be JSON formatted functions"
+    )
+    system_format = None
+    merge_format = "<<SYS>>\n{system}\n<</SYS>>\n\n{content}"
+    user_format = "[INST]{content}[/INST]\n\n"
+    assistant_format = "{content}</s><s>"
+
+    prefix = f"<FUNCTIONS>{functions}</FUNCTIONS>\n\n"
+
+
+class R1Base(PromptStyle):
+    """DeepSeek-R1 and its distilled models: `<｜User｜>...<｜Assistant｜>`; a system prompt goes first as is."""
+
+    name = "r1"
+    system_format = "{content}"
+    user_format = "<｜User｜>{content}"
+    assistant_format = "<｜Assistant｜>{content}<｜end▁of▁sentence｜>"
+    generation_prompt = "<｜Assistant｜>"
+    end_tokens = ("<｜end▁of▁sentence｜>",)
 
 
 # End-of-turn tokens a chat template may use; those the template mentions and the vocabulary holds stop generation.
@@ -600,9 +743,10 @@ def _tojson(value: Any, indent: Optional[int] = None) -> str:
 STYLES: dict[str, type[PromptStyle]] = {
     cls.name: cls
     for cls in (
-        Default, Alpaca, Llama2, CodeLlama, Llama3, Mistral, ChatML, Qwen2_5, Qwen2_5_Math, QwQ, QwQPreview,
-        Qwen3, SmolLM2, Salamandra, Gemma, CodeGemma, Phi2, Phi3, Phi4, Falcon, Falcon3, StableLMAlpha,
-        StableLMZephyr, StableCode, TinyLlama, OLMo,
+        Default, Alpaca, FLAN, Longform, Llama2, Llama2FunctionCalling, CodeLlama, Llama3, Mistral, ChatML,
+        Qwen2_5, Qwen2_5_Math, QwQ, QwQPreview, Qwen3, SmolLM2, Salamandra, Gemma, CodeGemma, Phi1, Phi2, Phi3,
+        Phi4, Phi4Reasoning, Phi4Mini, Phi4MiniReasoning, Falcon, Falcon3, FreeWilly2, Platypus, StableLMAlpha,
+        StableLMZephyr, StableCode, TinyLlama, OLMo, R1Base,
     )
 }
 """Style name -> class (ChatTemplate is not here: it needs a template)."""
@@ -614,15 +758,20 @@ _STYLES_BY_NAME: dict[str, type[PromptStyle]] = {
 
 MODEL_STYLES: list[tuple[str, str]] = [
     # (regular expression matched against the start of Config.name, style name); the first match wins
+    (r"Llama-2-.*-function-calling", "llama2-function-calling"),
     (r"Llama-2-.*-chat", "llama2"),
     (r"CodeLlama-.*-Instruct", "codellama"),
     (r"Llama-3.*-Instruct", "llama3"),
     (r"Mi[sx]tral-.*-Instruct", "mistral"),
     (r"CodeGemma-.*-it$", "codegemma"),
     (r"Gemma-.*-it$", "gemma"),
+    (r"phi-1", "phi-1"),
     (r"phi-2$", "phi-2"),
     (r"Phi-3", "phi-3"),
-    (r"phi-4", "phi-4"),
+    (r"(?i)phi-4-mini-reasoning", "phi-4-mini-reasoning"),
+    (r"(?i)phi-4-mini", "phi-4-mini"),
+    (r"(?i)phi-4-reasoning", "phi-4-reasoning"),
+    (r"(?i)phi-4", "phi-4"),
     (r"Qwen2\.5-Math-.*-Instruct", "qwen2.5-math"),
     (r"Qwen2\.5-.*-Instruct", "qwen2.5"),
     (r"QwQ-.*-Preview", "qwq-preview"),
@@ -637,8 +786,24 @@ MODEL_STYLES: list[tuple[str, str]] = [
     (r"stablelm-tuned-alpha", "stablelm-alpha"),
     (r"stablelm-zephyr", "stablelm-zephyr"),
     (r"stablecode-instruct", "stablecode"),
+    (r"FreeWilly2", "freewilly2"),
+    (r".*Platypus", "platypus"),
+    (r".*R1", "r1"),
 ]
 """Which style a registry model uses, by name; names that match nothing (base models) use "default"."""
+
+
+prompt_styles = STYLES
+"""LitGPT's name for the registry: style name -> class."""
+
+
+def model_name_to_prompt_style(model_name: str) -> PromptStyle:
+    """The style (an instance) `MODEL_STYLES` gives `model_name`; `Default` when no entry matches.
+
+    Args:
+        model_name: a `Config.name` such as "Llama-3.2-1B-Instruct".
+    """
+    return PromptStyle.from_name(style_name_for_model(model_name))
 
 
 def style_name_for_model(model_name: str) -> str:

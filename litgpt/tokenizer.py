@@ -52,6 +52,10 @@ def _id_list(value: Any, path: Path, key: str) -> list[int]:
     return list(values)
 
 
+class MissingDirectoryError(FileNotFoundError, NotADirectoryError):
+    """A tokenizer folder that does not exist: catchable as FileNotFoundError and as LitGPT's NotADirectoryError."""
+
+
 class Tokenizer:
     """Encodes text to token ids and back, with the special-token conventions of a checkpoint folder.
 
@@ -65,6 +69,8 @@ class Tokenizer:
         stop_tokens: every id that ends generation (eos_id first, then the extra `eos_token_id`s of
             generation_config.json).
         tokenizer_config / generation_config: the parsed JSON files ({} when absent), e.g. for the chat template.
+        processor: the backend object, as in LitGPT: a `tokenizers.Tokenizer` or a
+            `sentencepiece.SentencePieceProcessor`.
     """
 
     def __init__(self, checkpoint_dir: Union[str, Path]) -> None:
@@ -76,7 +82,7 @@ class Tokenizer:
         """
         checkpoint_dir = Path(checkpoint_dir)
         if not checkpoint_dir.is_dir():
-            raise FileNotFoundError(f"tokenizer directory {checkpoint_dir} does not exist")
+            raise MissingDirectoryError(f"tokenizer directory {checkpoint_dir} does not exist")
         self.checkpoint_dir = checkpoint_dir
         self.model_name = checkpoint_dir.name or checkpoint_dir.resolve().name
 
@@ -150,6 +156,21 @@ class Tokenizer:
             plain = self._hf.encode("a", add_special_tokens=False).ids
             return bool(with_special) and with_special[0] == self.bos_id and plain[:1] != [self.bos_id]
         return True  # SentencePiece models with a bos piece (Llama 2, Gemma, ...) expect it
+
+    @property
+    def processor(self) -> Any:
+        """The backend object: a `tokenizers.Tokenizer` (huggingface) or a `SentencePieceProcessor`."""
+        return self._hf if self._hf is not None else self._sp
+
+    def check_if_bos_token_used(self, checkpoint_dir: Union[str, Path]) -> bool:
+        """Whether `encode` adds the bos token by default for this checkpoint (LitGPT's name for `use_bos`).
+
+        Args:
+            checkpoint_dir: the tokenizer's folder (kept for LitGPT's signature; `use_bos` was read from it).
+        """
+        if Path(checkpoint_dir).resolve() != self.checkpoint_dir.resolve():
+            return Tokenizer(checkpoint_dir).use_bos
+        return self.use_bos
 
     @property
     def _source(self) -> Path:
@@ -269,15 +290,21 @@ class Tokenizer:
         """
         return IncrementalDecoder(self, skip_special_tokens=skip_special_tokens)
 
-    def decode_stream(self, ids: Iterable[int], skip_special_tokens: bool = True) -> Iterator[str]:
-        """Yields text pieces as `ids` arrive; their concatenation equals `decode(list(ids))`.
+    def decode_stream(
+        self,
+        token_stream: Iterable[Union[int, torch.Tensor]],
+        device: Optional[Union[str, torch.device]] = None,
+        skip_special_tokens: bool = True,
+    ) -> Iterator[str]:
+        """Yields text pieces as tokens arrive; their concatenation equals `decode(list(token_stream))`.
 
         Args:
-            ids: token ids, e.g. a generator yielding one sampled token at a time (ints or 0-d tensors).
+            token_stream: token ids, e.g. a generator yielding one sampled token at a time (ints or tensors).
+            device: accepted for LitGPT's signature; decoding runs on the CPU whatever the tokens' device.
             skip_special_tokens: as in `decode`.
         """
         decoder = IncrementalDecoder(self, skip_special_tokens=skip_special_tokens)
-        for token_id in ids:
+        for token_id in token_stream:
             piece = decoder.add(token_id)
             if piece:
                 yield piece

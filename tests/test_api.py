@@ -10,7 +10,7 @@ import yaml
 import litgpt
 from litgpt import GPT, LLM
 from litgpt.precision import default_inference_precision as default_precision
-from litgpt.generate.base import kv_cache_shape
+from litgpt.generate.engine import kv_cache_shape
 from litgpt.prompts import load_prompt_style
 from tests._gen_helpers import make_checkpoint, tiny_config
 from tests._tokenizers import make_hf_tokenizer
@@ -171,7 +171,7 @@ def test_fixed_kv_cache_size_and_compile(ckpt):
         llm.generate("Hello", max_new_tokens=100, temperature=0)  # clipped to the fixed cache
     assert kv_cache_shape(llm.model)[1] == 48
     llm.distribute(accelerator="cpu", precision="32-true", compile=True)
-    import litgpt.generate.base as base
+    import litgpt.generate.engine as base
 
     llm.step_fn = base.compile_decode_step(backend="aot_eager")  # fast capture; inductor is the default
     assert llm.generate(["Hello", "Hi there"], max_new_tokens=5, temperature=0) == eager

@@ -47,18 +47,20 @@ def test_pretrain_recipe_parses(path):
 
 
 @pytest.mark.parametrize("path", FINETUNE, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_finetune_recipe_parses(path, tmp_path):
+def test_finetune_recipe_parses(path):
     verb = "finetune_full" if path.name == "full.yaml" else "finetune_lora"
-    if verb not in cli.VERBS:  # the LoRA verb lands separately: check the shared flags with finetune_full
-        data = yaml.safe_load(path.read_text())
+    data = yaml.safe_load(path.read_text())
+    if verb == "finetune_lora":
         assert all(key in data for key in PEFT_KEYS)
         assert data["quantize"] == ("bnb.nf4" if path.name == "qlora.yaml" else None)
-        for key in PEFT_KEYS:
-            data.pop(key)
-        path = tmp_path / path.name
-        path.write_text(yaml.safe_dump(data))
-        verb = "finetune_full"
     kwargs = parse(verb, path)
     assert isinstance(kwargs["data"], DataModule)
     Config.from_name("/".join(Path(kwargs["checkpoint_dir"]).parts[-2:]))  # checkpoints/ORG/NAME is known
     kwargs["train"].validate()
+    if verb == "finetune_lora":
+        assert (kwargs["lora_r"], kwargs["quantize"]) == (data["lora_r"], data["quantize"])
+
+
+def test_the_tinyllama_and_microllama_recipes_use_their_corpora_as_litgpts_do():
+    assert type(parse("pretrain", HUB / "pretrain" / "tinyllama.yaml")["data"]).__name__ == "TinyLlama"
+    assert type(parse("pretrain", HUB / "pretrain" / "microllama.yaml")["data"]).__name__ == "MicroLlama"

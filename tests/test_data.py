@@ -26,7 +26,7 @@ from litgpt.data import (
     TextFiles,
     TinyStories,
 )
-from litgpt.data.base import IGNORE_INDEX, TokenWindows
+from litgpt.data.base import IGNORE_INDEX, ShiftedDataset, TokenWindows
 from litgpt.data.packing import PackedDataset
 from litgpt.prompts import PromptStyle
 from litgpt.tokenizer import Tokenizer
@@ -120,27 +120,29 @@ def test_json_rows_with_masked_prompt_and_a_seeded_split(tokenizer, tmp_path):
                  max_seq_length=512)
     assert len(data.train_dataset) == 16 and len(data.val_dataset) == 4
     again = ready(JSON(path, val_split_fraction=0.2), tokenizer, max_seq_length=512)
-    assert data.val_dataset.rows == again.val_dataset.rows
+    assert data.val_dataset.data == again.val_dataset.data
     other_seed = ready(JSON(path, val_split_fraction=0.2, seed=1), tokenizer, max_seq_length=512)
-    assert other_seed.val_dataset.rows != data.val_dataset.rows
+    assert other_seed.val_dataset.data != data.val_dataset.data
 
-    row = data.train_dataset.rows[0]
+    row = data.train_dataset.data[0]
     sample = data.train_dataset[0]
     prompt = PromptStyle.from_name("alpaca").apply(row["instruction"], input=row["input"])
     n_prompt = tokenizer.encode(prompt).numel()
     full = torch.cat([tokenizer.encode(prompt), tokenizer.encode(row["output"], bos=False, eos=True)]).tolist()
-    assert sample["input_ids"].tolist() == full[:-1]
+    assert sample["input_ids"].tolist() == full  # LitGPT's layout: labels aligned with input_ids
     labels = sample["labels"].tolist()
-    assert labels[: n_prompt - 1] == [IGNORE_INDEX] * (n_prompt - 1)
-    assert labels[n_prompt - 1 :] == full[n_prompt:]  # the response and eos carry the loss
+    assert labels[:n_prompt] == [IGNORE_INDEX] * n_prompt
+    assert labels[n_prompt:] == full[n_prompt:]  # the response and eos carry the loss
+    batch = data.collate([sample])  # the loop's batch is shifted
+    assert batch["input_ids"][0].tolist() == full[:-1] and batch["labels"][0].tolist() == labels[1:]
 
     unmasked = ready(JSON(path, val_split_fraction=0.2), tokenizer, max_seq_length=512).train_dataset[0]
-    assert unmasked["labels"].tolist() == full[1:]
+    assert unmasked["labels"].tolist() == full
     short = ready(JSON(path, val_split_fraction=0.2), tokenizer, max_seq_length=10).train_dataset[0]
     assert short["input_ids"].numel() == 10
 
     batch = data.collate([data.train_dataset[0], data.train_dataset[1]])
-    longest = max(data.train_dataset[i]["input_ids"].numel() for i in (0, 1))
+    longest = max(data.train_dataset[i]["input_ids"].numel() for i in (0, 1)) - 1  # shifted
     assert batch["input_ids"].shape == batch["labels"].shape == (2, longest)
 
 
@@ -189,7 +191,7 @@ def test_packing_keeps_every_sample_token_with_its_label_and_position(tokenizer,
     path = write_json(tmp_path / "rows.json", make_sft_rows(30))
     data = ready(JSON(path, val_split_fraction=0.1, mask_prompt=True, prompt_style="default"), tokenizer,
                  max_seq_length=64)
-    plain = data.train_dataset
+    plain = ShiftedDataset(data.train_dataset)
     packed = PackedDataset(plain, max_seq_length=64, seed=0)
     assert len(packed) < len(plain) and packed.packing_efficiency() > 0.7
 
@@ -209,6 +211,7 @@ def test_packing_keeps_every_sample_token_with_its_label_and_position(tokenizer,
         assert all(item["positions"][j].item() == 0 for j in starts)
         got += triples(item, item["positions"].tolist())
     assert sorted(got) == expected  # same tokens, same labels (same loss), positions restart per sample
+    data.packing = True  # a packing module's collate takes packed (already shifted) items
     batch = data.collate([packed[0], packed[1]])
     assert set(batch) == {"input_ids", "labels", "positions", "segment_ids"}
     short = min(packed[0]["input_ids"].numel(), packed[1]["input_ids"].numel())
@@ -300,7 +303,7 @@ def test_alpaca_family_and_dolly_from_local_fixtures(tokenizer, tmp_path, monkey
                         _fake_file("\n".join(json.dumps(r) for r in dolly)))
     data = ready(Dolly(download_dir=tmp_path / "dolly"), tokenizer, max_seq_length=256)
     assert len(data.val_dataset) == 4
-    assert set(data.train_dataset.rows[0]) == {"instruction", "input", "output"}
+    assert set(data.train_dataset.data[0]) == {"instruction", "input", "output"}
 
 
 def test_conversation_datasets_from_local_fixtures(tokenizer, tmp_path, monkeypatch):
@@ -334,17 +337,24 @@ def test_longform_and_flan_from_local_fixtures(tokenizer, tmp_path, monkeypatch)
     pairs = [{"input": f"Write about {i}", "output": f"Text {i}"} for i in range(5)]
     monkeypatch.setattr("litgpt.data.longform.download_url", _fake_file(json.dumps(pairs)))
     data = ready(LongForm(download_dir=tmp_path / "lf"), tokenizer, max_seq_length=128)
-    assert len(data.train_dataset) == 5 and data.example_prompt() == "Write about 0\n"
+    assert len(data.train_dataset) == 5
+    assert data.example_prompt() == PromptStyle.from_name("longform").apply("Write about 0")
 
-    def fake_flan(repo_id, target_dir, patterns, token=None, revision=None):
-        for split in ("train", "test"):
-            rows = [{"inputs": f"Q{i} {split}", "targets": f"A{i}"} for i in range(3)]
-            write_json(Path(target_dir) / split / f"aeslc_10templates_{split}.jsonl", rows, jsonl=True)
-        return target_dir
+    urls = []
 
-    monkeypatch.setattr("litgpt.data.flan.hf_dataset_files", fake_flan)
-    data = ready(FLAN(download_dir=tmp_path / "flan", subsets="aeslc"), tokenizer, max_seq_length=128)
-    assert len(data.train_dataset) == 3 and data.val_dataset.prompt_and_response(0) == ("Q0 test\n\n", "A0")
+    def fake_flan(url, target):
+        urls.append(url)
+        split = "test" if url.endswith("_test.jsonl") else "train"
+        rows = [{"inputs": f"Q{i} {split}", "targets": f"A{i}"} for i in range(3)]
+        return write_json(Path(target), rows, jsonl=True)
+
+    monkeypatch.setattr("litgpt.data.flan.download_url", fake_flan)
+    data = ready(FLAN(download_dir=tmp_path / "flan", subsets="aeslc_10templates"), tokenizer, max_seq_length=128)
+    assert urls[:2] == [f"https://huggingface.co/datasets/Muennighoff/flan/resolve/main/{split}/aeslc_10templates_{split}"
+                    ".jsonl" for split in ("train", "test")]
+    flan_style = PromptStyle.from_name("flan")
+    assert len(data.train_dataset) == 3
+    assert data.val_dataset.prompt_and_response(0) == (flan_style.apply("Q0 test"), "A0")
 
 
 def test_tinystories_and_openwebtext_from_local_fixtures(tokenizer, tmp_path, monkeypatch):

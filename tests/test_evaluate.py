@@ -270,9 +270,13 @@ def test_shipped_fixture_tasks_run_from_any_directory(ckpt, tmp_path, monkeypatc
     for results in (by_pattern, by_path):
         assert {(r["task"], r["metric"]) for r in results["results"]} == {("tiny_choice", "acc"),
                                                                           ("tiny_choice", "acc_norm")}
-    default_file = ckpt / "evaluate" / "results.json"  # LitGPT's default place
-    assert json.loads(default_file.read_text())["results"] == by_path["results"]
-    shutil.rmtree(ckpt / "evaluate")
+    # results go beside the checkpoint, never into it; a second run gets a fresh folder
+    first, second = ckpt.with_name(f"{ckpt.name}-evaluate"), ckpt.with_name(f"{ckpt.name}-evaluate-2")
+    assert json.loads((first / "results.json").read_text())["results"] == by_pattern["results"]
+    assert json.loads((second / "results.json").read_text())["results"] == by_path["results"]
+    assert not (ckpt / "evaluate").exists()
+    shutil.rmtree(first)
+    shutil.rmtree(second)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -380,3 +384,18 @@ def test_checkpoint_without_tokenizer_is_a_one_line_error(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "holds no tokenizer (tokenizer.json or tokenizer.model)" in err, err
     assert cli.main(["evaluate", str(tmp_path / "missing"), "--tasks", "hellaswag"]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_run_prints_no_git_error_and_leaves_the_checkpoint_alone(ckpt, tmp_path):
+    import subprocess
+    import sys
+
+    before = sorted(p.name for p in ckpt.iterdir())
+    proc = subprocess.run([sys.executable, "-m", "litgpt", "evaluate", str(ckpt), "--tasks", "tiny_choice",
+                           "--include_path", str(FIXTURES), "--limit", "2", "--dtype", "float32", "--device", "cpu"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "fatal" not in proc.stderr and "not a git repository" not in proc.stderr
+    assert sorted(p.name for p in ckpt.iterdir()) == before
+    out = ckpt.with_name(f"{ckpt.name}-evaluate")
+    assert (out / "results.json").is_file() and f"Results saved to {out / 'results.json'}" in proc.stdout

@@ -9,7 +9,7 @@ import torch.nn as nn
 from litgpt import GPT, LLM
 from litgpt.api import _cpu_state_dict
 from litgpt.generate import cpu
-from litgpt.generate.base import decode_one_token, generate, prefill
+from litgpt.generate.engine import decode_one_token, generate, prefill
 from litgpt.generate.cpu import MatVecLinear, restore_linears, use_matvec_linears
 from tests._gen_helpers import FAMILIES, make_checkpoint, shrunk, tiny_config
 

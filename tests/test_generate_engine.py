@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from litgpt import GPT, Config
-from litgpt.generate.base import (
+from litgpt.generate.engine import (
     Generation,
     StopStringFilter,
     TextRow,

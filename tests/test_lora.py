@@ -16,16 +16,16 @@ import litgpt.model as model_module
 from litgpt import GPT, Config
 from litgpt.lora import (
     LORA_FILE,
-    LoRALinear,
+    LoRALayer,
     LoRASettings,
     inject_lora,
     lora_filter,
     lora_modules,
     lora_state_dict,
     mark_only_lora_as_trainable,
-    merge_lora,
+    merge_lora_state,
     merge_lora_weights,
-    unmerge_lora,
+    unmerge_lora_weights,
 )
 from tests._train_helpers import one_thread  # noqa: F401 (autouse fixture)
 
@@ -68,7 +68,7 @@ def randomize_lora_b(model: nn.Module, std: float = 0.2) -> None:
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_fresh_injection_keeps_the_exact_logits_and_only_lora_gets_gradients(family):
     model = build(FAMILIES[family])
-    x = ids()
+    x = ids(4, 32)  # enough tokens that every MoE expert gets some
     with torch.no_grad():
         before = model(x)
     names = inject_lora(model, EVERYTHING)
@@ -93,7 +93,7 @@ def test_targets_select_layers_by_their_place_in_the_model():
     assert names[:3] == ["transformer.h.0.mlp.experts.0.fc_1", "transformer.h.0.mlp.experts.0.fc_2",
                          "transformer.h.0.mlp.experts.0.proj"]
     assert len(names) == 2 * 4 * 3  # layers x experts x linears; the router (mlp.gate) is left alone
-    assert not isinstance(model.transformer.h[0].mlp.gate, LoRALinear)
+    assert not isinstance(model.transformer.h[0].mlp.gate, LoRALayer)
     model = build(LLAMA)
     names = inject_lora(model, LoRASettings(query=False, key=True, value=False, projection=True, head=True))
     assert names == ["transformer.h.0.attn.qkv", "transformer.h.0.attn.proj", "transformer.h.1.attn.qkv",
@@ -114,10 +114,12 @@ def test_only_the_enabled_parts_of_the_fused_qkv_change():
     assert not torch.allclose(out[:, :64], base[:, :64])  # query
     assert torch.equal(out[:, 64:96], base[:, 64:96])  # key: untouched
     assert not torch.allclose(out[:, 96:], base[:, 96:])  # value
+    # each part has its own rank-2 update (LitGPT's and PEFT's layout): lora_A stacks the parts' A blocks
+    assert qkv.lora_A.shape == (2 * 2, 64)
+    A, B = qkv.lora_A, qkv.lora_B
     expected = base.clone()
-    delta = (x @ qkv.lora_A.T @ qkv.lora_B.T) * (16 / 2)
-    expected[:, :64] += delta[:, :64]
-    expected[:, 96:] += delta[:, 64:]
+    expected[:, :64] += (x @ A[:2].T @ B[:64].T) * (16 / 2)
+    expected[:, 96:] += (x @ A[2:].T @ B[64:].T) * (16 / 2)
     torch.testing.assert_close(out, expected)
 
 
@@ -146,21 +148,21 @@ def test_merged_equals_unmerged_in_memory_and_from_state_dicts(family, tmp_path)
     with torch.no_grad():
         unmerged = model(x)
     # from state dicts: what the final folder and `litgpt merge_lora` write
-    merged_state = merge_lora_weights(base_state, lora_state_dict(model), settings, model.config)
+    merged_state = merge_lora_state(base_state, lora_state_dict(model), settings, model.config)
     plain = load_plain(fields, merged_state, tmp_path)
     with torch.no_grad():
         torch.testing.assert_close(plain(x), unmerged, atol=2e-5, rtol=1e-5)
     assert merged_state["transformer.h.0.norm_1.weight"] is base_state["transformer.h.0.norm_1.weight"]  # no copy
     # in memory; a tied head gets its own weight and leaves the embedding alone
     wte = model.transformer.wte.weight.detach().clone()
-    merge_lora(model)
+    merge_lora_weights(model)
     with torch.no_grad():
         torch.testing.assert_close(model(x), unmerged, atol=2e-5, rtol=1e-5)
     assert torch.equal(model.transformer.wte.weight, wte)
-    unmerge_lora(model)
+    unmerge_lora_weights(model)
     with torch.no_grad():
         torch.testing.assert_close(model(x), unmerged, atol=2e-5, rtol=1e-5)
-    assert all(not m.lora_merged for _, m in lora_modules(model))
+    assert all(not m.merged for _, m in lora_modules(model))
 
 
 class SquaredReLUMLP(nn.Module):
@@ -192,7 +194,7 @@ def test_a_new_mlp_class_gets_lora_without_lora_code_changes(monkeypatch, tmp_pa
     randomize_lora_b(model)
     with torch.no_grad():
         after = model(x)
-    merged = merge_lora_weights(base_state, lora_state_dict(model), LoRASettings(query=False, value=False, mlp=True),
+    merged = merge_lora_state(base_state, lora_state_dict(model), LoRASettings(query=False, value=False, mlp=True),
                                 model.config)
     plain = load_plain(fields, merged, tmp_path)
     with torch.no_grad():
@@ -243,7 +245,7 @@ def test_merge_rejects_lora_files_that_do_not_fit_the_settings():
     base_state = {k: v.clone() for k, v in model.state_dict().items()}
     inject_lora(model, LoRASettings(query=True, value=True))
     with pytest.raises(ValueError, match="were the lora_\\* settings changed"):
-        merge_lora_weights(base_state, lora_state_dict(model), LoRASettings(query=True, value=False), model.config)
+        merge_lora_state(base_state, lora_state_dict(model), LoRASettings(query=True, value=False), model.config)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -265,7 +267,7 @@ def test_lora_on_bitsandbytes_layers_trains_only_lora(mode):
     with torch.no_grad():
         before = model(x)
     inject_lora(model, LoRASettings(r=4, dropout=0.0, projection=True, mlp=True))
-    assert type(model.transformer.h[0].attn.qkv).__name__.startswith("LoRALinear[Linear")
+    assert type(model.transformer.h[0].attn.qkv).__name__.startswith("LoRALayer[Linear")
     with torch.no_grad():
         assert torch.equal(model(x), before)
     mark_only_lora_as_trainable(model)
@@ -275,7 +277,7 @@ def test_lora_on_bitsandbytes_layers_trains_only_lora(mode):
     assert grads and all(lora_filter(n) for n in grads)
     assert len(grads) == 2 * len(list(lora_modules(model)))
     with pytest.raises(ValueError, match="quantized"):
-        merge_lora(model)
+        merge_lora_weights(model)
 
 
 # ------------------------------------------------------------------------------------------------------------

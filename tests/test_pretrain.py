@@ -61,7 +61,7 @@ def test_final_folder_holds_everything_generate_and_chat_need(files, tmp_path):
     model = GPT(config)
     load_checkpoint(model, final / "lit_model.pth")
     tokenizer = Tokenizer(final)
-    from litgpt.generate.base import generate
+    from litgpt.generate.engine import generate
     from litgpt.prompts import load_prompt_style
 
     assert type(load_prompt_style(final)).__name__ == "Default"

@@ -45,7 +45,7 @@ from tests._tokenizers import make_hf_tokenizer
         ("gemma", None, "<start_of_turn>user\nHi!<end_of_turn>\n<start_of_turn>model\n"),
         ("gemma", "S", "<start_of_turn>user\nS\n\nHi!<end_of_turn>\n<start_of_turn>model\n"),
         ("phi-2", None, "Instruct: Hi!\nOutput:"),
-        ("phi-3", None, "<|user|>\nHi!<|end|>\n<|assistant|>\n"),
+        ("phi-3", None, "<|system|>\nYou are a helpful assistant.<|end|>\n<|user|>\nHi!<|end|>\n<|assistant|>\n"),
         ("phi-4", None, "<|im_start|>user<|im_sep|>Hi!<|im_end|><|im_start|>assistant<|im_sep|>"),
         ("falcon", None, "User: Hi!\nFalcon:"),
         ("falcon3", None, "<|user|>\nHi!\n<|assistant|>\n"),

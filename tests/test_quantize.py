@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import yaml
 
 from litgpt import GPT
-from litgpt.generate.base import generate
+from litgpt.generate.engine import generate
 from litgpt.quantization import (
     MODES,
     Int4Embedding,

@@ -9,7 +9,7 @@ import torch
 
 from litgpt import GPT
 from litgpt.deploy.scheduler import GenerationRequest, Scheduler
-from litgpt.generate.base import generate
+from litgpt.generate.engine import generate
 from litgpt.tokenizer import Tokenizer
 from tests._gen_helpers import tiny_config
 from tests._tokenizers import make_hf_tokenizer
@@ -174,3 +174,20 @@ def test_cancel_and_broken_receivers_free_their_slot(tokenizer):
             time.sleep(0.01)
         assert scheduler.stats.running == 0 and scheduler.stats.tokens < 80
     assert list(ok.token_ids) == _alone(model, torch.arange(7, 12), 10)
+
+
+def test_bf16_scheduler_takes_the_native_step_of_generate(tokenizer):
+    # a bfloat16 model: where the native CPU step can run, prompts and batched steps go through it, so the
+    # greedy tokens equal those of `generate` (which takes the same step), alone or batched
+    from litgpt.generate.cpu import native_decode_problem
+
+    model = _model(CONFIGS["sliding"]).to(torch.bfloat16)
+    torch.manual_seed(2)
+    prompts = [torch.randint(3, 256, (n,)) for n in (4, 19, 7, 1, 11)]
+    expected = [_alone(model, p, 16) for p in prompts]
+    model.set_kv_cache(batch_size=1, max_seq_length=8)
+    eligible = native_decode_problem(model) is None
+    with Scheduler(model, tokenizer, max_batch_size=4) as scheduler:
+        results = _concurrently(scheduler, [dict(prompt=p, max_new_tokens=16, temperature=0) for p in prompts])
+        assert (scheduler.native_problem is None) == eligible  # still native after binding its own cache views
+    assert [list(r.token_ids) for r in results] == expected

@@ -183,7 +183,7 @@ def test_rope_matches_pytorch(dtype, head_size, rotary_percentage):
     config = Config(n_embd=nh * head_size, n_head=nh, head_size=head_size, rotary_percentage=rotary_percentage,
                     block_size=64)
     n = config.rope_n_elem
-    cos, sin = build_rope_cache(config, T)
+    cos, sin = build_rope_cache(T, n, base=config.rope_base)
     qkv, q, k = _qkv_views(B, T, nh, ng, head_size, dtype)
     out = (kt.apply_rope_partial(q, cos, sin, n), kt.apply_rope_partial(k, cos, sin, n))
     ref = (apply_rope_partial(q, cos, sin, n), apply_rope_partial(k, cos, sin, n))

@@ -171,7 +171,7 @@ def case_rope(s: Shapes, device, dtype, kt, compile_ok):
     qkv = torch.randn(s.batch, s.seq, (nh + 2 * ng) * hs, device=device, dtype=dtype, requires_grad=True)
     cfg = Config(n_embd=nh * hs, n_head=nh, head_size=hs, rotary_percentage=1.0, rope_base=s.rope_base,
                  block_size=s.seq)
-    cos, sin = build_rope_cache(cfg, s.seq, device)  # (T, hs) float32
+    cos, sin = build_rope_cache(s.seq, cfg.rope_n_elem, device, base=cfg.rope_base)  # (T, hs) float32
     dq = torch.randn(s.batch, nh, s.seq, hs, device=device, dtype=dtype)
     dk = torch.randn(s.batch, ng, s.seq, hs, device=device, dtype=dtype)
 

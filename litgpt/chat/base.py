@@ -13,7 +13,8 @@ from typing import Iterator, Optional, TextIO
 
 import torch
 
-from litgpt.generate.base import Generation, TextRow, check_sampling_args, model_context
+from litgpt.generate.base import generate_fn, litgpt_sampling
+from litgpt.generate.engine import Generation, TextRow, check_sampling_args, model_context
 from litgpt.prompts import Message, PromptStyle
 
 QUIT_COMMANDS = ("/quit", "/exit", "!quit", "!exit")
@@ -230,6 +231,59 @@ def interact(
             file=err,
         )
     return answers
+
+
+# ------------------------------------------------------------------------------------------------------------
+# LitGPT's names (thin wrappers over the engine)
+
+
+def generate(
+    model,
+    prompt: torch.Tensor,
+    max_returned_tokens: int,
+    *,
+    temperature: float = 1.0,
+    top_k: Optional[int] = None,
+    top_p: float = 1.0,
+    stop_tokens: tuple[list[int], ...] = (),
+) -> Iterator[torch.Tensor]:
+    """LitGPT's `litgpt.chat.base.generate`: yields each new token as a (1,) tensor, without the prompt and
+    without the stop sequence (`litgpt.generate.base.generate_fn` with include_prompt and include_eos off)."""
+    return generate_fn(
+        model, prompt, max_returned_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+        stop_tokens=stop_tokens, include_prompt=False, include_eos=False,
+    )
+
+
+def process_prompt(
+    prompt, model, tokenizer, prompt_style, fabric, temperature, max_new_tokens, top_k, top_p, stop_tokens
+) -> None:
+    """LitGPT's `process_prompt`: answers one prompt (formatted with `prompt_style`), streaming the text after
+    ">> Reply: " through `fabric.print` (plain `print` when fabric is None), then a timing line on stderr.
+
+    Args:
+        prompt: the user's message.
+        model: the model, in eval mode (the KV cache is set up as needed).
+        tokenizer: a `litgpt.Tokenizer`.
+        prompt_style: a `litgpt.prompts.PromptStyle`.
+        fabric: a Lightning Fabric (its `device` and `print` are used) or None.
+        temperature, max_new_tokens, top_k, top_p: sampling (top_p=0: greedy, as in LitGPT).
+        stop_tokens: id sequences that end the answer.
+    """
+    say = print if fabric is None else fabric.print
+    device = model.lm_head.weight.device if fabric is None else fabric.device
+    ids = tokenizer.encode(prompt_style.apply(prompt=prompt), device=device)
+    row = TextRow(tokenizer, stop_tokens)
+    generation = Generation(model, [ids], [row], max_new_tokens, **litgpt_sampling(temperature, top_k, top_p))
+    say(">> Reply: ", end="")
+    for _, piece in generation:
+        say(piece, end="", flush=True)
+    say(
+        f"\nTime for inference: {generation.seconds:.02f} sec total, {generation.tokens_per_second:.02f} tokens/sec,"
+        f" {generation.tokens_generated} tokens",
+        file=sys.stderr,
+    )
+    say()
 
 
 def main(

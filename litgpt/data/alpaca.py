@@ -3,21 +3,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from litgpt.data.sft import SFTDataModule, check_rows, download_url, hf_dataset_files, read_rows
 
 
-@dataclass(kw_only=True)
 class DownloadedSFT(SFTDataModule):
-    """An instruction dataset fetched once into `download_dir` by `prepare_data`."""
+    """An instruction dataset fetched once into `download_dir` by `prepare_data`. Subclasses declare their
+    own fields (LitGPT's, in its order) and say how to `download` and read their files."""
 
-    download_dir: Path = Path("data")
-    """Folder the dataset's files are downloaded to (and read from when already there)."""
-    access_token: Optional[str] = None
-    """Hugging Face token for gated datasets (default: the HF_TOKEN environment variable)."""
+    download_dir: Path
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -38,7 +35,7 @@ class DownloadedSFT(SFTDataModule):
         raise NotImplementedError
 
 
-@dataclass(kw_only=True)
+@dataclass
 class Alpaca(DownloadedSFT):
     """The cleaned Alpaca dataset (52k instructions; tloen/alpaca-lora's `alpaca_data_cleaned_archive.json`)."""
 
@@ -46,9 +43,10 @@ class Alpaca(DownloadedSFT):
     """Fraction held out for validation (0.03865 leaves 2,000 rows, as LitGPT does)."""
     download_dir: Path = Path("data/alpaca")
     """Folder the JSON file is downloaded to."""
-    file_url: str = "https://raw.githubusercontent.com/tloen/alpaca-lora/main/alpaca_data_cleaned_archive.json"
+    file_url: str = field(repr=False, default=(
+        "https://raw.githubusercontent.com/tloen/alpaca-lora/main/alpaca_data_cleaned_archive.json"))
     """Where the JSON file comes from."""
-    file_name: str = "alpaca_data_cleaned_archive.json"
+    file_name: str = field(repr=False, default="alpaca_data_cleaned_archive.json")
     """Its name in download_dir."""
 
     def download(self) -> None:
@@ -59,29 +57,36 @@ class Alpaca(DownloadedSFT):
         return self.split(check_rows(read_rows(path), str(path)))
 
 
-@dataclass(kw_only=True)
+@dataclass
 class AlpacaGPT4(Alpaca):
     """Alpaca's instructions answered by GPT-4 (Peng et al. 2023, `alpaca_gpt4_data.json`)."""
 
+    val_split_fraction: float = 0.03847
+    """Fraction held out for validation (2,000 rows, as LitGPT does)."""
     download_dir: Path = Path("data/alpacagpt4")
     """Folder the JSON file is downloaded to."""
-    file_url: str = ("https://raw.githubusercontent.com/Instruction-Tuning-with-GPT-4/GPT-4-LLM/main/data/"
-                     "alpaca_gpt4_data.json")
+    file_url: str = field(repr=False, default=(
+        "https://raw.githubusercontent.com/Instruction-Tuning-with-GPT-4/GPT-4-LLM/main/data/alpaca_gpt4_data.json"))
     """Where the JSON file comes from."""
-    file_name: str = "alpaca_gpt4_data.json"
+    file_name: str = field(repr=False, default="alpacagpt4_data_cleaned_archive.json")
     """Its name in download_dir."""
 
 
-@dataclass(kw_only=True)
-class Alpaca2k(DownloadedSFT):
-    """A 2,000-row sample of Alpaca on the Hugging Face Hub (`mhenrichsen/alpaca_2k_test`), for quick runs."""
+@dataclass
+class Alpaca2k(Alpaca):
+    """A 2,000-row sample of Alpaca on the Hugging Face Hub (`mhenrichsen/alpaca_2k_test`), for quick runs.
+    (`file_url` / `file_name` are inherited from `Alpaca` and unused.)"""
 
     val_split_fraction: float = 0.05
     """Fraction held out for validation."""
     download_dir: Path = Path("data/alpaca2k")
     """Folder the dataset's files are downloaded to."""
-    repo_id: str = "mhenrichsen/alpaca_2k_test"
+    file_name: str = field(repr=False, default="alpaca2k_data_cleaned_archive.json")
+    """Unused (LitGPT's field)."""
+    repo_id: str = field(repr=False, default="mhenrichsen/alpaca_2k_test")
     """The dataset repository on the Hugging Face Hub."""
+    access_token: Optional[str] = field(default=None, kw_only=True, repr=False)
+    """Hugging Face token (default: the HF_TOKEN environment variable)."""
 
     def download(self) -> None:
         hf_dataset_files(self.repo_id, self.download_dir, ("*.parquet", "*.json", "*.jsonl"), self.access_token)

@@ -1,13 +1,16 @@
 """Base classes of the data modules: `DataModule`, token windows for pretraining, `SFTDataset` for
 instruction tuning, and the collate functions that turn samples into training batches.
 
-Every sample and batch is already shifted: `input_ids[t]` is trained to predict `labels[t]`, and
-`labels` holds `ignore_index` where no loss is taken (padding, masked prompts). The training loop only
-runs `model(input_ids)` and a cross-entropy against `labels`.
+Batches that reach the training loop (`DataModule.collate`) are shifted: `input_ids[t]` is trained to
+predict `labels[t]`, and `labels` holds `ignore_index` where no loss is taken (padding, masked prompts). The
+loop only runs `model(input_ids)` and a cross-entropy against `labels`. `SFTDataset` items and the batches
+of `get_sft_collate_fn` / `train_dataloader()` keep LitGPT's layout instead (`labels` aligned with
+`input_ids`, the caller shifts), so code written for LitGPT's data modules works unchanged.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
@@ -37,7 +40,8 @@ class DataModule:
     val_dataset: Optional[Dataset] = None
 
     def connect(
-        self, tokenizer: Optional["Tokenizer"] = None, batch_size: int = 1, max_seq_length: Optional[int] = None
+        self, tokenizer: Optional["Tokenizer"] = None, batch_size: int = 1, max_seq_length: Optional[int] = None,
+        **kwargs: Any,
     ) -> None:
         """Hands the module what it needs to tokenize and batch.
 
@@ -49,6 +53,15 @@ class DataModule:
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.max_seq_length = -1 if max_seq_length is None else max_seq_length
+
+    @property
+    def test_dataset(self) -> Optional[Dataset]:
+        """LitGPT's name for the validation set of its instruction modules (the same object as `val_dataset`)."""
+        return self.val_dataset
+
+    @test_dataset.setter
+    def test_dataset(self, value: Optional[Dataset]) -> None:
+        self.val_dataset = value
 
     def prepare_data(self) -> None:
         """Downloads and caches what `setup` reads. Runs on one process per machine."""
@@ -163,31 +176,36 @@ class SFTDataset(Dataset):
 
     A row is {"instruction", "output"} (plus optional "input" and other fields the style reads) or
     {"messages": [{"role", "content"}, ...]} ending with the assistant's answer (the earlier turns form the
-    prompt). Each item is {"input_ids", "labels"} (already shifted), with the prompt's labels set to
-    `ignore_index` when `mask_prompt`.
+    prompt). Item i is LitGPT's layout: {"input_ids": prompt + response + eos, "labels": the same ids with
+    the prompt's set to `ignore_index` when `mask_prompt`, "token_counts": {"raw", "raw_plus_prompt_template"}};
+    labels are not shifted (`shift_sample` does it).
     """
 
     def __init__(
         self,
-        rows: Sequence[dict[str, Any]],
+        data: Sequence[dict[str, Any]],
         tokenizer: "Tokenizer",
         prompt_style: Any,
         max_seq_length: int = -1,
         mask_prompt: bool = True,
         ignore_index: int = IGNORE_INDEX,
-        transform: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None,
+        transform: Optional[Callable[[Any], Any]] = None,
     ) -> None:
         """
         Args:
-            rows: the samples (see the class docstring), or whatever `transform` turns into them.
+            data: the rows (see the class docstring), or whatever `transform` turns into them.
             tokenizer: encodes prompt and response.
-            prompt_style: a `litgpt.prompts.PromptStyle` (`apply` / `apply_conversation`).
-            max_seq_length: input tokens per sample at most (-1: no limit).
+            prompt_style: a `litgpt.prompts.PromptStyle` or a style name ("alpaca", "llama3", ...).
+            max_seq_length: tokens per sample at most (-1: no limit); longer samples are cut at the end.
             mask_prompt: no loss on the prompt's tokens.
             ignore_index: label value of tokens without loss.
             transform: applied to each row before formatting.
         """
-        self.rows = rows
+        if isinstance(prompt_style, str):
+            from litgpt.prompts import PromptStyle
+
+            prompt_style = PromptStyle.from_name(prompt_style)
+        self.data = data
         self.tokenizer = tokenizer
         self.prompt_style = prompt_style
         self.max_seq_length = max_seq_length
@@ -196,20 +214,29 @@ class SFTDataset(Dataset):
         self.transform = transform
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.data)
+
+    def _row(self, i: int) -> dict[str, Any]:
+        row = self.data[i]
+        return self.transform(row) if self.transform is not None else row
 
     def prompt_and_response(self, i: int) -> tuple[str, str]:
         """The formatted prompt of row i (what the model sees before the answer) and the answer."""
-        row = self.rows[i]
-        if self.transform is not None:
-            row = self.transform(row)
+        row = self._row(i)
         if "messages" in row:
             messages = row["messages"]
             return self.prompt_style.apply_conversation(messages[:-1]), messages[-1]["content"]
         extra = {k: v for k, v in row.items() if k not in ("instruction", "output")}
         return self.prompt_style.apply(row["instruction"], **extra), row["output"]
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+    def _raw_prompt(self, i: int) -> str:
+        """The row's own text before the style formats it (for `token_counts["raw"]`)."""
+        row = self._row(i)
+        if "messages" in row:
+            return "".join(m["content"] for m in row["messages"][:-1])
+        return row["instruction"] + (row.get("input") or "")
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
         prompt, response = self.prompt_and_response(i)
         prompt_ids = self.tokenizer.encode(prompt).long()
         response_ids = self.tokenizer.encode(response, bos=False, eos=self.tokenizer.eos_id is not None).long()
@@ -218,8 +245,50 @@ class SFTDataset(Dataset):
         if self.mask_prompt:
             labels[: prompt_ids.numel()] = self.ignore_index
         if self.max_seq_length > 0:
-            ids, labels = ids[: self.max_seq_length + 1], labels[: self.max_seq_length + 1]
-        return {"input_ids": ids[:-1], "labels": labels[1:]}
+            ids, labels = ids[: self.max_seq_length], labels[: self.max_seq_length]
+        raw = self.tokenizer.encode(self._raw_prompt(i)).numel() + response_ids.numel()
+        return {"input_ids": ids, "labels": labels,
+                "token_counts": {"raw": raw, "raw_plus_prompt_template": ids.numel()}}
+
+
+def shift_sample(sample: dict[str, Any]) -> dict[str, Any]:
+    """LitGPT's aligned layout -> the training loop's: `input_ids[:-1]` predicts `labels[1:]`."""
+    return {"input_ids": sample["input_ids"][:-1], "labels": sample["labels"][1:]}
+
+
+class ShiftedDataset(Dataset):
+    """A view of a dataset of LitGPT-layout samples with each sample passed through `shift_sample`."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return shift_sample(self.dataset[i])
+
+
+def get_sft_collate_fn(max_seq_length: int = -1, pad_id: int = 0, ignore_index: int = IGNORE_INDEX) -> Callable:
+    """A collate function for `SFTDataset` items (LitGPT's layout): pads `input_ids` with `pad_id` and `labels`
+    with `ignore_index` to the longest sample, cuts them to `max_seq_length` (-1: no cut) and stacks each
+    `token_counts` entry into a (B, 1) tensor.
+
+    Returns:
+        A function of a list of samples returning the batch dict.
+    """
+    return functools.partial(_sft_collate, max_seq_length=max_seq_length, pad_id=pad_id, ignore_index=ignore_index)
+
+
+def _sft_collate(samples: Sequence[dict[str, Any]], max_seq_length: int, pad_id: int, ignore_index: int
+                 ) -> dict[str, Any]:
+    batch = pad_collate(samples, pad_id=pad_id, ignore_index=ignore_index)
+    if max_seq_length > 0:
+        batch = {k: v[:, :max_seq_length] for k, v in batch.items()}
+    counts = samples[0].get("token_counts")
+    if isinstance(counts, dict):
+        batch["token_counts"] = {k: torch.tensor([[s["token_counts"][k]] for s in samples]) for k in counts}
+    return batch
 
 
 def split_rows(rows: list, val_fraction: float, seed: int) -> tuple[list, list]:

@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from litgpt.data.alpaca import DownloadedSFT, _data_files
 from litgpt.data.sft import check_messages_rows, expand_turns, hf_dataset_files, read_rows
 
 
-@dataclass(kw_only=True)
+@dataclass
 class Deita(DownloadedSFT):
     """Deita: rows {"messages": [{"role", "content"}, ...]} (train_sft / test_sft parquet files; needs pyarrow).
     Each assistant turn (or only the first, by default) is a sample whose prompt is the conversation so far."""
 
+    val_split_fraction: float = field(default=0.05, kw_only=True, repr=False)
+    """Unused: Deita has its own test split."""
     include_multiturn_conversations: bool = False
     """One sample per assistant turn instead of only the first."""
     download_dir: Path = Path("data/deita")
     """Folder the dataset's files are downloaded to."""
     repo_id: str = "HuggingFaceH4/deita-10k-v0-sft"
     """The dataset repository on the Hugging Face Hub."""
+    access_token: Optional[str] = field(default=None, kw_only=True, repr=False)
+    """Hugging Face token (default: the HF_TOKEN environment variable)."""
 
     def download(self) -> None:
         hf_dataset_files(self.repo_id, self.download_dir, ("*train_sft*", "*test_sft*"), self.access_token)

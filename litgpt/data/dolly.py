@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from litgpt.data.alpaca import DownloadedSFT
 from litgpt.data.sft import check_rows, hf_dataset_file, read_rows
 
 
-@dataclass(kw_only=True)
+@dataclass
 class Dolly(DownloadedSFT):
     """databricks-dolly-15k: rows {"instruction", "context", "response"} become {"instruction", "input", "output"}."""
 
@@ -22,6 +22,8 @@ class Dolly(DownloadedSFT):
     """The dataset repository on the Hugging Face Hub."""
     file_name: str = "databricks-dolly-15k.jsonl"
     """The file of the repository holding the rows."""
+    access_token: Optional[str] = field(default=None, kw_only=True, repr=False)
+    """Hugging Face token (default: the HF_TOKEN environment variable)."""
 
     def download(self) -> None:
         hf_dataset_file(self.repo_id, self.file_name, self.download_dir, self.access_token)

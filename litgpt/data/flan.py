@@ -7,37 +7,41 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from litgpt.data.alpaca import DownloadedSFT
-from litgpt.data.sft import check_rows, hf_dataset_files, read_rows
+from litgpt.data.sft import check_rows, download_url, hf_dataset_files, read_rows
 from litgpt.prompts import PromptStyle
 
 
-class FLANStyle(PromptStyle):
-    """FLAN's format: the templated task text, a blank line, then the target."""
-
-    name = "flan"
-    user_format = "{content}\n\n"
-
-
-@dataclass(kw_only=True)
+@dataclass
 class FLAN(DownloadedSFT):
     """FLAN: rows {"inputs", "targets"} of the chosen subsets' train files (validation: their test files)."""
 
-    prompt_style: Union[str, PromptStyle] = field(default_factory=FLANStyle)
+    val_split_fraction: float = field(default=0.05, kw_only=True, repr=False)
+    """Unused: FLAN has its own test files."""
+    prompt_style: Union[str, PromptStyle] = "flan"
     """How a row becomes a prompt (default: FLAN's own format)."""
-    subsets: Optional[str] = None
-    """Comma-separated task names (e.g. "aeslc,ag_news_subset"); None downloads every task (large)."""
     download_dir: Path = Path("data/flan")
     """Folder the JSONL files are downloaded to."""
-    repo_id: str = "Muennighoff/flan"
-    """The dataset repository on the Hugging Face Hub."""
+    url: str = "https://huggingface.co/datasets/Muennighoff/flan/resolve/main"
+    """Base URL of the files: a subset's are `{url}/train/{subset}_train.jsonl` and `{url}/test/{subset}_test.jsonl`."""
+    subsets: Optional[str] = None
+    """Comma-separated task names (e.g. "aeslc_10templates,ag_news_subset_10templates"); None downloads every
+    task (large) from the Hub repository `repo_id`."""
+    repo_id: str = field(default="Muennighoff/flan", kw_only=True)
+    """The dataset repository on the Hugging Face Hub (used when `subsets` is None)."""
+    access_token: Optional[str] = field(default=None, kw_only=True, repr=False)
+    """Hugging Face token (default: the HF_TOKEN environment variable)."""
 
     def _names(self) -> list[str]:
         return [s.strip() for s in (self.subsets or "").split(",") if s.strip()]
 
     def download(self) -> None:
-        names = self._names() or [""]
-        patterns = [f"*{name}*{split}*.jsonl" for name in names for split in ("train", "test")]
-        hf_dataset_files(self.repo_id, self.download_dir, patterns, self.access_token)
+        names = self._names()
+        if not names:
+            hf_dataset_files(self.repo_id, self.download_dir, ["*train*.jsonl", "*test*.jsonl"], self.access_token)
+            return
+        for name in names:
+            for split in ("train", "test"):
+                download_url(f"{self.url}/{split}/{name}_{split}.jsonl", self.download_dir / f"{name}_{split}.jsonl")
 
     def rows_from_files(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         names = self._names()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -12,21 +12,25 @@ _SUFFIXES = (".json", ".jsonl", ".parquet")
 
 
 @dataclass
-class JSON(SFTDataModule):
-    """Instruction data from `json_path`: a file of rows (split by `val_split_fraction`) or a folder holding
-    `train.json` and `val.json` (or .jsonl). A row is {"instruction", "input" (optional), "output"}, or
-    {"messages": [{"role", "content"}, ...]} ending with the assistant's answer."""
-
+class _JSONPath:
     json_path: Path
     """A .json / .jsonl file, or a folder with train.json(l) and val.json(l)."""
-    val_split_fraction: Optional[float] = field(default=None, kw_only=True)
+
+
+@dataclass
+class JSON(SFTDataModule, _JSONPath):
+    """Instruction data from `json_path`: a file of rows (split by `val_split_fraction`) or a folder holding
+    `train.json` and `val.json` (or .jsonl). A row is {"instruction", "input" (optional), "output"}, or
+    {"messages": [{"role", "content"}, ...]} ending with the assistant's answer.
+
+    `json_path` is the first field (a dataclass base listed last puts its fields first), as in LitGPT."""
+
+    val_split_fraction: Optional[float] = None
     """Fraction of the rows held out for validation when json_path is a file (default 0.05)."""
 
     def __post_init__(self) -> None:
         self.json_path = Path(self.json_path)
-        if self.val_split_fraction is not None and not 0 < self.val_split_fraction < 1:
-            raise ValueError(f"val_split_fraction must be between 0 and 1, got {self.val_split_fraction}")
-        self._rows = None
+        super().__post_init__()
 
     def is_local(self) -> bool:
         return True

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from litgpt.data.alpaca import DownloadedSFT
 from litgpt.data.sft import expand_turns, hf_dataset_file, read_rows
 
 
-@dataclass(kw_only=True)
+@dataclass
 class LIMA(DownloadedSFT):
     """LIMA: rows {"conversations": [user, assistant, user, ...]}; each assistant turn (or only the first, by
     default) becomes a sample whose prompt is the conversation so far in the prompt style."""
@@ -19,10 +19,12 @@ class LIMA(DownloadedSFT):
     """Fraction held out for validation."""
     include_multiturn_conversations: bool = False
     """One sample per assistant turn instead of only the first."""
-    download_dir: Path = Path("data/lima")
-    """Folder the JSONL file is downloaded to."""
     repo_id: str = "GAIR/lima"
     """The dataset repository on the Hugging Face Hub."""
+    access_token: Optional[str] = field(default=None, repr=False)
+    """Hugging Face token: LIMA is gated (default: the HF_TOKEN environment variable)."""
+    download_dir: Path = field(default=Path("data/lima"), kw_only=True)
+    """Folder the JSONL file is downloaded to."""
 
     def download(self) -> None:
         hf_dataset_file(self.repo_id, "train.jsonl", self.download_dir, self.access_token)

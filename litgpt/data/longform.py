@@ -11,23 +11,17 @@ from litgpt.data.sft import check_rows, download_url, read_rows
 from litgpt.prompts import PromptStyle
 
 
-class LongFormStyle(PromptStyle):
-    """LongForm's format: the instruction, a newline, then the answer."""
-
-    name = "longform"
-    system_format = "{content}\n"
-    user_format = "{content}\n"
-
-
-@dataclass(kw_only=True)
+@dataclass
 class LongForm(DownloadedSFT):
     """LongForm: rows {"input", "output"} from its GitHub release (train.json and val.json)."""
 
-    prompt_style: Union[str, PromptStyle] = field(default_factory=LongFormStyle)
+    val_split_fraction: float = field(default=0.05, kw_only=True, repr=False)
+    """Unused: LongForm has its own validation file."""
+    prompt_style: Union[str, PromptStyle] = "longform"
     """How a row becomes a prompt (default: LongForm's own format)."""
     download_dir: Path = Path("data/longform")
     """Folder the JSON files are downloaded to."""
-    base_url: str = "https://raw.githubusercontent.com/akoksal/LongForm/main/dataset"
+    base_url: str = field(default="https://raw.githubusercontent.com/akoksal/LongForm/main/dataset", kw_only=True)
     """Where train.json and val.json come from."""
 
     def download(self) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -22,13 +22,13 @@ class OpenWebText(TokenizedCorpus):
     """Fraction of the tokens held out for validation (about 4,000 documents)."""
     seed: int = 42
     """Kept for LitGPT compatibility (the training loop's seed orders the samples)."""
-    num_workers: int = 4
+    num_workers: int = 8
     """Processes that tokenize the documents in parallel."""
-    repo_id: str = "Skylion007/openwebtext"
+    repo_id: str = field(default="Skylion007/openwebtext", kw_only=True)
     """The dataset repository on the Hugging Face Hub."""
-    revision: str = "refs/convert/parquet"
+    revision: str = field(default="refs/convert/parquet", kw_only=True)
     """The repository revision holding the parquet export."""
-    access_token: Optional[str] = None
+    access_token: Optional[str] = field(default=None, kw_only=True, repr=False)
     """Hugging Face token (not needed for this public dataset)."""
 
     def __post_init__(self) -> None:

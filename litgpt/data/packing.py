@@ -1,6 +1,6 @@
 """Sample packing for instruction tuning: several tokenized samples share one sequence of `max_seq_length`.
 
-A packed item concatenates its samples' `input_ids` and `labels` (each already shifted, so no label ever
+A packed item concatenates its samples' `input_ids` and `labels` (each shifted first, so no label ever
 crosses a boundary and the loss covers exactly the tokens it covers unpacked), and adds `positions`
 (0, 1, ... restarting at each sample) and `segment_ids` (0, 1, ... per sample; -1 for padding), which
 `GPT.forward(positions=, segment_ids=)` turns into per-sample RoPE positions and block-diagonal attention.

@@ -4,17 +4,27 @@ a seeded validation split and optional sample packing. Subclasses only say where
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
-from litgpt.data.base import IGNORE_INDEX, DataModule, SFTDataset, pick_example, require_tokenizer, split_rows
+import torch
+from torch.utils.data import DataLoader
+
+from litgpt.data.base import (
+    IGNORE_INDEX, DataModule, SFTDataset, ShiftedDataset, get_sft_collate_fn, pad_collate, pick_example, require_tokenizer,
+    shift_sample, split_rows,
+)
 from litgpt.prompts import PromptStyle
 
 
-@dataclass(kw_only=True)
+@dataclass
 class SFTDataModule(DataModule):
-    """Instruction tuning on rows of {"instruction", "input" (optional), "output"} or {"messages": [...]}."""
+    """Instruction tuning on rows of {"instruction", "input" (optional), "output"} or {"messages": [...]}.
+
+    The fields are LitGPT's, in its order (positional arguments work as there); ours that LitGPT lacks are
+    keyword-only. After construction `prompt_style` holds a `PromptStyle` object, as in LitGPT.
+    """
 
     mask_prompt: bool = False
     """Take no loss on the prompt's tokens (only on the response)."""
@@ -28,13 +38,15 @@ class SFTDataModule(DataModule):
     """Seed of the train / validation split."""
     num_workers: int = 4
     """DataLoader worker processes (tokenization happens on the fly)."""
-    packing: bool = False
+    packing: bool = field(default=False, kw_only=True)
     """Pack several samples into each sequence of max_seq_length tokens; attention and positions do not
     cross sample boundaries and the loss covers the same tokens as without packing."""
 
     def __post_init__(self) -> None:
-        if not 0 < self.val_split_fraction < 1:
+        if self.val_split_fraction is not None and not 0 < self.val_split_fraction < 1:
             raise ValueError(f"val_split_fraction must be between 0 and 1, got {self.val_split_fraction}")
+        if isinstance(self.prompt_style, str):
+            self.prompt_style = PromptStyle.from_name(self.prompt_style)
         self._rows: Optional[tuple[list, list]] = None
 
     # ------------------------------------------------------------------ what subclasses provide
@@ -46,6 +58,29 @@ class SFTDataModule(DataModule):
     def get_prompt_style(self) -> PromptStyle:
         style = self.prompt_style
         return PromptStyle.from_name(style) if isinstance(style, str) else style
+
+    def collate(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """The training loop's batch: samples shifted (packed ones already are), then padded."""
+        if not self.packing:
+            samples = [shift_sample(s) for s in samples]
+        return pad_collate(samples, pad_id=self.pad_id, ignore_index=self.ignore_index)
+
+    def train_dataloader(self) -> DataLoader:
+        """LitGPT's training DataLoader: shuffled `SFTDataset` items in LitGPT's layout, batched by
+        `get_sft_collate_fn` (packed modules give the loop's shifted batches)."""
+        return DataLoader(self.train_dataset, batch_size=self.batch_size, shuffle=True,
+                          generator=torch.Generator().manual_seed(self.seed), num_workers=self.num_workers,
+                          collate_fn=self._loader_collate())
+
+    def val_dataloader(self) -> DataLoader:
+        """LitGPT's validation DataLoader (in order; batches as in `train_dataloader`)."""
+        return DataLoader(self.val_dataset, batch_size=self.batch_size, shuffle=False,
+                          num_workers=self.num_workers, collate_fn=self._loader_collate())
+
+    def _loader_collate(self) -> Callable:
+        if self.packing:
+            return self.collate
+        return get_sft_collate_fn(self.max_seq_length, pad_id=self.pad_id, ignore_index=self.ignore_index)
 
     @property
     def loader_workers(self) -> int:
@@ -74,8 +109,10 @@ class SFTDataModule(DataModule):
 
             if self.max_seq_length is None or self.max_seq_length < 1:
                 raise ValueError("packing needs a max_seq_length (train.max_seq_length or the model's block_size)")
-            self.train_dataset = PackedDataset(self.train_dataset, self.max_seq_length, seed=self.seed)
-            self.val_dataset = PackedDataset(self.val_dataset, self.max_seq_length, seed=self.seed, shuffle=False)
+            # each sample is shifted before packing, so no label crosses into the next sample
+            self.train_dataset = PackedDataset(ShiftedDataset(self.train_dataset), self.max_seq_length, seed=self.seed)
+            self.val_dataset = PackedDataset(ShiftedDataset(self.val_dataset), self.max_seq_length, seed=self.seed,
+                                             shuffle=False)
 
     def example_prompt(self, which: Any = "first") -> Optional[str]:
         _, val = self.rows()

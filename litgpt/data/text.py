@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
@@ -243,9 +243,9 @@ class TextFiles(TokenizedCorpus):
     """Kept for LitGPT compatibility (the training loop's seed orders the samples)."""
     num_workers: int = 4
     """Processes that tokenize the files in parallel."""
-    val_split_fraction: float = 0.05
+    val_split_fraction: float = field(default=0.05, kw_only=True)
     """Fraction of the training tokens held out for validation when val_data_path is not given."""
-    cache_dir_path: Optional[Path] = None
+    cache_dir_path: Optional[Path] = field(default=None, kw_only=True)
     """Where the tokenized corpus is cached (default: `<train_data_path>/.litgpt_cache`, or
     ~/.cache/litgpt/text when that folder is not writable)."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -21,11 +21,11 @@ class TinyStories(TokenizedCorpus):
     """Folder the archive is downloaded to and extracted in; the tokenized cache lives beside it."""
     seed: int = 42
     """Kept for LitGPT compatibility (the training loop's seed orders the samples)."""
-    num_workers: int = 4
+    num_workers: int = 8
     """Processes that tokenize the stories in parallel."""
-    repo_id: str = "roneneldan/TinyStories"
+    repo_id: str = field(default="roneneldan/TinyStories", kw_only=True)
     """The dataset repository on the Hugging Face Hub."""
-    access_token: Optional[str] = None
+    access_token: Optional[str] = field(default=None, kw_only=True, repr=False)
     """Hugging Face token (not needed for this public dataset)."""
 
     ARCHIVE = "TinyStories_all_data.tar.gz"

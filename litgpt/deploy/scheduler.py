@@ -17,9 +17,12 @@ The cache grows on demand (rows and positions, in powers of two) up to `max_batc
 Each step attends over the first L positions only (L = the longest running row, rounded up to a multiple of
 64): the layers' `kv_cache` are pointed at views of the big cache, so nothing is copied.
 
-The tensor work reuses the engine of `litgpt.generate.base` (`prefill`, `decode_one_token`, `sample`,
-`right_pad`) and the text handling of `TextRow` (incremental decoding, stop tokens and stop strings), so a
-greedy request gives the same tokens here as alone with `litgpt.generate.base.generate`.
+The tensor work is the engine of `litgpt generate`: where `litgpt.generate.cpu.native_decode_problem` finds
+nothing against it (a bfloat16 model on an AVX512-BF16 CPU), prompts and steps run through the same native
+kernels (`NativeDecoder.prefill` into the request's cache rows, one batched `NativeDecoder` step for all
+running rows); elsewhere through `prefill` / `decode_one_token`. Sampling (`sample`) and the text handling of
+`TextRow` (incremental decoding, stop tokens and stop strings) are shared too, so a greedy request gives the
+same tokens here as alone with `generate`, `LLM.generate` or `litgpt generate`.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import torch
 
-from litgpt.generate.base import (
+from litgpt.generate.engine import (
     StopTokens,
     TextRow,
     check_sampling_args,
@@ -43,6 +46,7 @@ from litgpt.generate.base import (
     right_pad,
     sample,
 )
+from litgpt.generate.cpu import native_decode_problem, native_decode_step
 from litgpt.model import GPT, KVCache
 
 LENGTH_STEP = 64  # attention spans the running rows' positions rounded up to this many slots
@@ -103,7 +107,7 @@ class GenerationRequest:
             sink: called from the engine thread with each `Event`; it must return quickly (e.g. put the event
                 on a queue). An exception in it cancels the request.
             max_new_tokens: at most this many new tokens (>= 1).
-            temperature, top_k, top_p: sampling, as in `litgpt.generate.base.sample` (temperature 0: greedy).
+            temperature, top_k, top_p: sampling, as in `litgpt.generate.engine.sample` (temperature 0: greedy).
             seed: seed of this request's random generator (same seed, same sample, whatever runs beside it);
                 None draws a fresh one.
             stop_tokens: ids or id sequences that end the output (left out of the text).
@@ -180,6 +184,8 @@ class SchedulerStats:
 class _CacheView(KVCache):
     """A layer's KV cache backed by a slice of the scheduler's cache (writes land in the big tensors)."""
 
+    native_decode = True  # plain k / v tensors: the native CPU decode step reads and writes them in place
+
     def __init__(self, k: torch.Tensor, v: torch.Tensor) -> None:
         torch.nn.Module.__init__(self)
         self.k, self.v = k, v
@@ -192,6 +198,10 @@ class Scheduler:
 
         with Scheduler(model, tokenizer, max_batch_size=16) as scheduler:
             print(scheduler.generate(ids, max_new_tokens=20, temperature=0).text)
+
+    Attributes:
+        native_problem: None when the steps run through the native CPU kernels (as in `litgpt generate`),
+            else why they run through the PyTorch modules.
     """
 
     def __init__(
@@ -231,7 +241,9 @@ class Scheduler:
         if model.max_seq_length < max_seq_length:
             model.max_seq_length = max_seq_length  # RoPE tables for every position a request may reach
         self.device = model.cos.device
+        self.native_problem: Optional[str] = "not on the CPU"
         self._layout = self._cache_layout()
+        self._decoder = None  # the native decode step bound to the current cache (CPU bfloat16 models)
         self.bytes_per_row = max_seq_length * sum(2 * g * h * d.itemsize for g, h, d in self._layout)
         if memory_budget is not None and self.bytes_per_row * max_batch_size > memory_budget:
             fitting = max(1, memory_budget // self.bytes_per_row)
@@ -387,11 +399,14 @@ class Scheduler:
     def _prefill(self, requests: list[GenerationRequest]) -> None:
         start, count = len(self._running), len(requests)
         prompts = [torch.tensor(r.prompt, dtype=torch.long, device=self.device) for r in requests]
-        batch, lengths = right_pad(prompts)
-        self._reserve(start + count, batch.size(1))
-        self._bind(slice(start, start + count), batch.size(1))
+        self._reserve(start + count, max(len(r.prompt) for r in requests))
         try:
-            logits = prefill(self.model, batch, lengths - 1)
+            if self._bind_native():  # no padding: every prompt token is a row of one pass
+                logits = self._decoder.prefill(self.model, prompts, first_row=start)
+            else:
+                batch, lengths = right_pad(prompts)
+                self._bind(slice(start, start + count), batch.size(1))
+                logits = prefill(self.model, batch, lengths - 1)
         except Exception as err:  # e.g. out of memory on a long prompt: these requests fail, the others go on
             for r in requests:
                 _deliver(r, Event("", True, "error", len(r.prompt), error=f"{type(err).__name__}: {err}"))
@@ -413,9 +428,12 @@ class Scheduler:
         input_pos = torch.tensor(positions, dtype=torch.long, device=self.device).view(n, 1)
         needed = max(positions) + 1
         self._reserve(n, needed)
-        span = min(self._len_cap, -(-needed // LENGTH_STEP) * LENGTH_STEP)
-        self._bind(slice(0, self._rows_cap), span)
-        logits = decode_one_token(self.model, tokens, input_pos)
+        if self._bind_native():
+            logits = self._decoder(self.model, tokens, input_pos)  # attends each row's own positions only
+        else:
+            span = min(self._len_cap, -(-needed // LENGTH_STEP) * LENGTH_STEP)
+            self._bind(slice(0, self._rows_cap), span)
+            logits = decode_one_token(self.model, tokens, input_pos)
         for slot in self._running:
             slot.pos += 1
         with self._cond:
@@ -498,10 +516,13 @@ class Scheduler:
     # ------------------------------------------------------------------------------------------- the KV cache
 
     def _cache_layout(self) -> list[tuple[int, int, torch.dtype]]:
-        """(groups, head size, dtype) of each layer's cache, as the model itself would allocate them."""
+        """(groups, head size, dtype) of each layer's cache, as the model itself would allocate them. Also
+        decides, as `generate` does, whether the native CPU decode step can run the model (`native_problem`)."""
         self.model.set_kv_cache(batch_size=1, max_seq_length=1, device=self.device)
         layout = [(b.attn.kv_cache.k.size(1), b.attn.kv_cache.k.size(3), b.attn.kv_cache.k.dtype)
                   for b in self.model.transformer.h]
+        if self.device.type == "cpu":
+            self.native_problem = native_decode_problem(self.model)
         self.model.clear_kv_cache()
         return layout
 
@@ -527,6 +548,18 @@ class Scheduler:
         self._rows_cap, self._len_cap = rows_cap, len_cap
         self._bound = None
 
+    def _bind_native(self) -> bool:
+        """Binds the whole cache for the native step (rebuilt when the cache grew); False on the PyTorch path."""
+        if self.native_problem is not None:
+            return False
+        if self._bound != (0, self._rows_cap, self._len_cap) or self._decoder is None:
+            self._bind(slice(0, self._rows_cap), self._len_cap)
+            self._decoder = native_decode_step(self.model)
+            if self._decoder is None:  # cannot happen for an eligible model; the PyTorch path is always right
+                self.native_problem = native_decode_problem(self.model) or "the native step is unavailable"
+                return False
+        return True
+
     def _bind(self, rows: slice, length: int) -> None:
         """Points every layer's `kv_cache` at rows `rows`, positions 0..length-1 of the cache."""
         key = (rows.start, rows.stop, length)
@@ -538,6 +571,7 @@ class Scheduler:
 
     def _release_cache(self) -> None:
         self.model.clear_kv_cache()
+        self._decoder = None
         self._k, self._v = [], []
         self._rows_cap = self._len_cap = 0
         self._bound = None

@@ -52,7 +52,9 @@ def evaluate(
         tasks: Comma-separated task names, e.g. "hellaswag,arc_easy"; glob patterns ("mmlu_*") and paths of task
             YAML files work too. `perplexity` scores the .txt files of --data_dir. "list" (or leaving it out)
             lists the available tasks.
-        out_dir: Folder for the results (default: CHECKPOINT_DIR/evaluate).
+        out_dir: Folder for the results. Default: a new folder beside the checkpoint, `CHECKPOINT_DIR-evaluate`
+            (`-2`, `-3`, ... when that exists), so the checkpoint folder itself is never written to. LitGPT's
+            default was `CHECKPOINT_DIR/evaluate`: pass that to get it.
         num_fewshot: Few-shot examples per prompt (default: each task's own setting).
         batch_size: Sequences per forward pass.
         device: cpu, cuda, cuda:1, mps or auto (default: auto, a GPU when there is one).
@@ -90,7 +92,7 @@ def evaluate(
 
         files = text_files(data_dir)
 
-    out_dir = Path(out_dir) if out_dir is not None else Path(checkpoint_dir) / "evaluate"
+    out_dir = Path(out_dir) if out_dir is not None else fresh_results_dir(Path(checkpoint_dir))
     save_filepath = Path(save_filepath) if save_filepath is not None else out_dir / "results.json"
     if save_filepath.is_dir():
         raise ValueError(f"the results file {save_filepath} is a directory; pass a file name with --save_filepath")
@@ -112,6 +114,29 @@ def evaluate(
     print(format_table(rows))
     print(f"Results saved to {save_filepath}")
     return payload
+
+
+def fresh_results_dir(checkpoint_dir: Path) -> Path:
+    """`<checkpoint_dir>-evaluate` beside the checkpoint, or `-evaluate-2`, `-3`, ... when that exists and is not
+    empty: results never land in (or overwrite) the user's checkpoint folder or an earlier evaluation."""
+    base = checkpoint_dir.absolute()
+    candidate = base.with_name(f"{base.name}-evaluate")
+    n = 2
+    while candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
+        candidate = base.with_name(f"{base.name}-evaluate-{n}")
+        n += 1
+    return candidate
+
+
+def quiet_git_commit_hash() -> Optional[str]:
+    """The git commit of the current directory, or None outside a repository (git's error message suppressed)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "describe", "--always"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
 
 
 # `litgpt evaluate CKPT --tasks` (the flag without a value) means `--tasks list`: a hint for the CLI, which builds
@@ -407,9 +432,14 @@ def run_harness(
     max_length: Optional[int],
 ) -> dict[str, Any]:
     """lm-eval's `simple_evaluate` on our model class; returns its results dict."""
+    import lm_eval.evaluator
     from lm_eval import simple_evaluate
 
     from litgpt.eval.lm_eval_model import LitGPTLM
+
+    # lm-eval records the git commit of the working directory by running `git describe`, which prints
+    # "fatal: not a git repository" outside one: ask git quietly instead
+    lm_eval.evaluator.get_git_commit_hash = quiet_git_commit_hash
 
     lm = LitGPTLM(model, tokenizer, batch_size=batch_size, max_length=max_length, device=device)
     results = simple_evaluate(

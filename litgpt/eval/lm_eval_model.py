@@ -2,7 +2,7 @@
 
 No conversion to transformers: the harness's requests are tokenized with the checkpoint's tokenizer and scored
 with `litgpt.eval.perplexity.score_rows` (loglikelihood, loglikelihood_rolling) or generated with the engine of
-`litgpt.generate.base` (generate_until), in batches.
+`litgpt.generate.engine` (generate_until), in batches.
 
     import lm_eval
     from litgpt.eval.lm_eval_model import LitGPTLM
@@ -30,7 +30,7 @@ from litgpt.eval.perplexity import (
     rolling_windows,
     score_rows,
 )
-from litgpt.generate.base import Generation, TextRow
+from litgpt.generate.engine import Generation, TextRow
 from litgpt.model import GPT
 from litgpt.tokenizer import Tokenizer
 

@@ -6,10 +6,9 @@ from __future__ import annotations
 from litgpt.finetune.adapter import make_adapter_verb
 
 finetune_adapter_v2 = make_adapter_verb(
-    "v2", "out/finetune/adapter-v2",
+    "v2", "finetune_adapter_v2", "out/finetune/adapter-v2",
     "Finetune a checkpoint with LLaMA-Adapter v2: a gated prefix per layer, a bias and a scale on every linear\n"
     "    layer (starting at 0 and 1) and the norms' weights.\n\n    Only those train.",
 )
-finetune_adapter_v2.__name__ = finetune_adapter_v2.__qualname__ = "finetune_adapter_v2"
 
 setup = finetune_adapter_v2  # LitGPT's Python name (`from litgpt.finetune.adapter_v2 import setup`)

@@ -1,1 +1,1 @@
-"""Generation: the engine (`litgpt.generate.base`) and the `litgpt generate` verb (`litgpt.generate.cli`)."""
+"""Generation: the engine (`litgpt.generate.engine`) and the `litgpt generate` verb (`litgpt.generate.cli`)."""

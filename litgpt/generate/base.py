@@ -1,106 +1,52 @@
-"""The generation engine: small functions (prefill, one decode step, sampling) over the static KV cache.
+"""`litgpt.generate.base` as LitGPT users import it: the engine's names plus LitGPT's functions.
 
-Layers, from the bottom up:
-
-* `sample`, `prefill`, `decode_one_token`: tensor in, tensor out, no data-dependent Python control flow, so
-  `torch.compile` takes the decode step whole (`compile_decode_step`).
-* `generate_stream`: decodes one or several prompts as one batch and yields each step's new token per row.
-  Prompts of different lengths are right-padded and every row keeps its own positions, so a row's result is
-  the one it gets alone (greedy). A row stops on its own when its output ends with a stop-token sequence,
-  when a `stop_check` callback says so, or after `max_new_tokens`.
-* `TextRow` + `stream_text`: text on top of the tokens: incremental decoding, tokens that may begin a stop
-  sequence held back, the text cut at the first stop string (also when it spans tokens).
-* `generate`: the whole batch at once, as token ids.
-
-Python bookkeeping (stopping, streaming, decoding) stays outside the tensor functions.
+The engine lives in `litgpt.generate.engine` (prefill, decode step, sampling, batched streaming); this
+verb-layer module re-exports it, so `from litgpt.generate.base import ...` keeps working, and adds LitGPT
+0.5's names with LitGPT's signatures: `generate`, `generate_fn`, `batched_generate_fn`, `next_token`,
+`batched_next_token`, `sample`, `batched_sample`, `sample_top_p`, `multinomial_num_samples_1` and `main`.
+Each is a thin wrapper over the one engine; the differences from LitGPT are in the docstrings.
 """
 
 from __future__ import annotations
 
-import time
-import warnings
-from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import torch
 
-from litgpt.generate.cpu import native_decode_step
+from litgpt.generate import engine
+from litgpt.generate.engine import (  # noqa: F401  (re-exports)
+    Generation,
+    StepFn,
+    StopStringFilter,
+    StopTokens,
+    TextRow,
+    check_sampling_args,
+    compile_decode_step,
+    decode_one_token,
+    fit_to_context,
+    generate_stream,
+    kv_cache_shape,
+    model_context,
+    normalize_stop_tokens,
+    prefill,
+    prepare_cache,
+    right_pad,
+    stream_text,
+    top_p_filter,
+)
 from litgpt.model import GPT
 
-StopTokens = Sequence[Union[int, Sequence[int]]]
-StepFn = Callable[..., torch.Tensor]
-
-
 # ------------------------------------------------------------------------------------------------------------
-# argument checks
+# sampling
 
 
-def check_sampling_args(
-    temperature: float = 1.0, top_k: Optional[int] = None, top_p: float = 1.0, max_new_tokens: int = 1
-) -> None:
-    """Raises a ValueError naming the argument and its valid range.
-
-    Args:
-        temperature: must be >= 0 (0 is greedy decoding).
-        top_k: must be None or >= 1.
-        top_p: must be in (0, 1].
-        max_new_tokens: must be >= 1.
-    """
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature != temperature:
-        raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be >= 1 (or None), got {top_k}")
-    if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-
-
-def normalize_stop_tokens(stop_tokens: StopTokens) -> list[list[int]]:
-    """Stop tokens as a list of id sequences: an int `t` becomes `[t]`, empty sequences are dropped.
-
-    Args:
-        stop_tokens: ids and/or sequences of ids, e.g. `[2, [13, 13]]` or a tokenizer's flat `stop_tokens`.
-    """
-    out: list[list[int]] = []
-    for item in stop_tokens:
-        seq = [int(item)] if isinstance(item, int) or (isinstance(item, torch.Tensor) and item.dim() == 0) else [
-            int(t) for t in item
-        ]
-        if seq and seq not in out:
-            out.append(seq)
-    return out
-
-
-def fit_to_context(prompt_len: int, max_new_tokens: int, context: int) -> int:
-    """`max_new_tokens`, clipped (with one warning) so that prompt + new tokens fit in `context` slots.
-
-    Raises a ValueError when the prompt alone leaves no room for a new token.
-
-    Args:
-        prompt_len: length of the (longest) prompt in tokens.
-        max_new_tokens: how many tokens were asked for.
-        context: how many positions the model (or its fixed KV cache) holds.
-    """
-    if prompt_len >= context:
-        raise ValueError(
-            f"the prompt is {prompt_len} tokens but the model's context holds {context}: "
-            f"a prompt must be shorter than the context (at most {context - 1} tokens) to leave room to generate"
-        )
-    room = context - prompt_len
-    if max_new_tokens > room:
-        warnings.warn(
-            f"max_new_tokens={max_new_tokens} does not fit in the context of {context} tokens after a prompt of "
-            f"{prompt_len} tokens; generating at most {room} tokens",
-            stacklevel=3,
-        )
-        return room
-    return max_new_tokens
-
-
-# ------------------------------------------------------------------------------------------------------------
-# the tensor functions (compilable)
+def litgpt_sampling(temperature: float = 1.0, top_k: Optional[int] = None, top_p: float = 1.0) -> dict[str, Any]:
+    """LitGPT's sampling settings as the engine's: LitGPT's top_p=0 (only the most likely token) is greedy."""
+    if isinstance(top_p, (int, float)) and not isinstance(top_p, bool) and top_p == 0:
+        temperature, top_p = 0.0, 1.0
+    check_sampling_args(temperature, top_k, top_p)
+    return dict(temperature=temperature, top_k=top_k, top_p=top_p)
 
 
 def sample(
@@ -110,591 +56,251 @@ def sample(
     top_p: float = 1.0,
     generator: Optional[torch.Generator] = None,
 ) -> torch.Tensor:
-    """Picks the next token of each row from logits (B, V). Returns (B,) ids.
+    """LitGPT's `sample`: the next token id of each row, (B,) long.
 
-    Greedy (argmax) when `temperature == 0` or `top_k == 1`; otherwise samples from the softmax of
-    `logits / temperature`, restricted to the `top_k` largest logits and then to the smallest set of tokens
-    whose probability mass reaches `top_p`.
+    `logits` may be LitGPT's (B, T, V) (the last position of each row is used), the engine's (B, V), or one
+    (V,) vector (returns (1,)). LitGPT samples only row 0 of (B, T, V) and returns (1,); for B = 1 the two
+    agree. Greedy when temperature is 0, top_k is 1 or top_p is 0.
     """
-    if temperature == 0.0 or top_k == 1:
-        return logits.argmax(dim=-1)
-    logits = logits.float() / temperature
-    if top_k is not None and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    if top_p < 1.0:
-        sorted_probs, sorted_idx = torch.sort(probs, dim=-1, descending=True)
-        cumulative = sorted_probs.cumsum(dim=-1)
-        drop = cumulative - sorted_probs > top_p  # keep the smallest set whose mass reaches top_p
-        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
-        probs = torch.zeros_like(probs).scatter_(-1, sorted_idx, sorted_probs)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+    if logits.dim() == 3:
+        logits = logits[:, -1]  # (B, V)
+    elif logits.dim() == 1:
+        logits = logits[None]
+    elif logits.dim() != 2:
+        raise ValueError(f"logits must be (B, T, V), (B, V) or (V,), got shape {tuple(logits.shape)}")
+    return engine.sample(logits, **litgpt_sampling(temperature, top_k, top_p), generator=generator)
 
 
-def prefill(model: GPT, idx: torch.Tensor, last: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Runs the prompts (B, T) through the model, filling cache slots 0..T-1.
-
-    Returns the logits (B, V) at each row's position `last` (B,) (default: T - 1 for every row).
-    """
-    input_pos = torch.arange(idx.size(1), device=idx.device)
-    if last is None:
-        last = torch.full((idx.size(0),), idx.size(1) - 1, device=idx.device)
-    return model(idx, input_pos=input_pos, logits_at=last)[:, 0]  # only the needed rows reach the LM head
+def batched_sample(logits: list[torch.Tensor], kwargs: list[dict]) -> torch.Tensor:
+    """LitGPT's `batched_sample`: `sample(logits[i], **kwargs[i])` for each row, concatenated: (B,)."""
+    if len(logits) != len(kwargs):
+        raise ValueError(f"need one dict of sampling settings per row, got {len(kwargs)} for {len(logits)} rows")
+    return torch.cat([sample(row, **kw) for row, kw in zip(logits, kwargs)])
 
 
-def decode_one_token(
-    model: GPT, token: torch.Tensor, input_pos: torch.Tensor, key_padding_mask: Optional[torch.Tensor] = None
+def sample_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """LitGPT's `sample_top_p`: the logits with -inf outside the smallest set of most likely tokens whose
+    probability mass reaches `top_p` (over the last dimension; LitGPT takes a (V,) vector)."""
+    if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0.0 <= top_p <= 1.0:
+        raise ValueError(f"top_p must be in [0, 1], got {top_p}")
+    return top_p_filter(logits, top_p)
+
+
+def multinomial_num_samples_1(probs: torch.Tensor) -> torch.Tensor:
+    """LitGPT's `multinomial_num_samples_1`: one index drawn from `probs` (..., V), shape (..., 1)."""
+    return torch.multinomial(probs, num_samples=1)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# one step with the caller's KV cache
+
+
+def next_token(
+    model: GPT, input_pos: torch.Tensor, x: torch.Tensor, input_pos_maxp1: Optional[int] = None, **sample_kwargs: Any
 ) -> torch.Tensor:
-    """One decode step: token (B, 1) at position input_pos, (1,) shared or (B, 1) per row. Returns logits (B, V)."""
-    return model(token, input_pos=input_pos, key_padding_mask=key_padding_mask)[:, -1]
-
-
-def compile_decode_step(backend: str = "inductor", **kwargs) -> StepFn:
-    """`torch.compile(decode_one_token)` with static shapes and the whole step as one graph.
-
-    Pass the result as `step_fn` to `generate_stream` / `stream_text` / `generate`. The first steps compile
-    (slow); later calls with the same batch size and KV cache length reuse the compiled code.
+    """LitGPT's `next_token`: runs tokens x (B, T) at positions input_pos (T,) through the model (its KV cache
+    must be set, as in LitGPT) and samples the next token of each row: (B,) in x's dtype.
 
     Args:
-        backend: the `torch.compile` backend ("inductor"; "aot_eager" checks the capture without codegen).
-        kwargs: further `torch.compile` options (e.g. `mode="reduce-overhead"` on CUDA).
+        model: the model, with a KV cache (`model.set_kv_cache`).
+        input_pos: the positions of x's tokens.
+        x: the token ids.
+        input_pos_maxp1: accepted for LitGPT's signature; not needed here (the cache is written by index).
+        sample_kwargs: temperature, top_k, top_p (see `sample`).
     """
-    options = {"fullgraph": True, "dynamic": False, **kwargs}
-    return torch.compile(decode_one_token, backend=backend, **options)
+    B, T = x.shape
+    logits = model(x, input_pos=input_pos, logits_at=torch.full((B,), T - 1, device=x.device))[:, 0]  # (B, V)
+    return sample(logits, **sample_kwargs).to(dtype=x.dtype)
+
+
+def batched_next_token(
+    model: GPT, input_pos: torch.Tensor, x: torch.Tensor, kwargs: Union[dict, list[dict]]
+) -> torch.Tensor:
+    """LitGPT's `batched_next_token`: like `next_token` for a batch x (B, T), with one dict of sampling
+    settings for all rows or one per row. Returns (B, 1) in x's dtype."""
+    B, T = x.shape
+    settings = _per_row(kwargs, B)
+    logits = model(x, input_pos=input_pos, logits_at=torch.full((B,), T - 1, device=x.device))[:, 0]  # (B, V)
+    return batched_sample(list(logits[:, None]), settings).view(B, 1).to(dtype=x.dtype)
+
+
+def _per_row(settings: Union[dict, Sequence[dict]], rows: int) -> list[dict]:
+    if isinstance(settings, dict):
+        return [settings] * rows
+    settings = list(settings)
+    if len(settings) != rows:
+        raise ValueError(f"need one dict of sampling settings per row, got {len(settings)} for {rows} rows")
+    return settings
 
 
 # ------------------------------------------------------------------------------------------------------------
-# batching and the KV cache
+# whole generations (the engine allocates the KV cache)
 
 
-def right_pad(prompts: Sequence[torch.Tensor], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stacks 1-D prompts into (B, T_max), padding on the right. Returns the batch and the lengths (B,).
-
-    With per-row positions, the padding sits after each prompt where causal attention never looks, and
-    each row's new tokens overwrite it: no padding mask is needed and absolute positions stay exact.
-    """
-    lengths = [int(p.numel()) for p in prompts]
-    if min(lengths) == 0:
-        raise ValueError("every prompt must hold at least one token")
-    device = prompts[0].device
-    batch = torch.full((len(prompts), max(lengths)), pad_id, dtype=torch.long, device=device)
-    for i, p in enumerate(prompts):
-        batch[i, : lengths[i]] = p.to(device=device, dtype=torch.long).reshape(-1)
-    return batch, torch.tensor(lengths, device=device)
-
-
-def kv_cache_shape(model: GPT) -> Optional[tuple[int, int]]:
-    """(batch size, slots) of the model's KV cache, None when it has none."""
-    kv = model.transformer.h[0].attn.kv_cache
-    return None if kv is None else (kv.k.size(0), kv.k.size(2))
-
-
-def prepare_cache(
-    model: GPT, batch_size: int, needed_len: int, fixed_len: Optional[int] = None, bucket: bool = False
-) -> None:
-    """Allocates (or reuses) a KV cache for `batch_size` rows and at least `needed_len` slots.
-
-    Args:
-        model: the model.
-        batch_size: rows the cache must hold.
-        needed_len: slots a call needs (longest prompt + new tokens).
-        fixed_len: allocate exactly this many slots (one fixed shape, e.g. for a compiled decode step).
-        bucket: round the number of slots up to a power of two (at most max_seq_length), so that a compiled
-            decode step sees few distinct shapes.
-    """
-    context = fixed_len or model.max_seq_length
-    if needed_len > context:
-        raise ValueError(
-            f"prompt + max_new_tokens = {needed_len} tokens exceed the model's context of {context}"
+def _new_tokens(model: GPT, prompt_len: int, max_returned_tokens: int) -> int:
+    """How many new tokens `max_returned_tokens` (prompt included, LitGPT's budget) leaves."""
+    if max_returned_tokens > model.max_seq_length:
+        raise NotImplementedError(
+            f"max_returned_tokens={max_returned_tokens} exceeds the model's max_seq_length={model.max_seq_length}"
         )
-    shape = kv_cache_shape(model)
-    if fixed_len is not None:
-        target = fixed_len
-    elif bucket:
-        target = min(max(64, 1 << (needed_len - 1).bit_length()), model.max_seq_length)
-    else:
-        target = needed_len
-    if shape is not None and shape[0] >= batch_size:
-        if (fixed_len is not None or bucket) and shape[1] == target:
-            return
-        if fixed_len is None and not bucket and needed_len <= shape[1] <= 2 * needed_len:
-            return  # reuse; a far larger cache would slow every step (attention reads all slots)
-    model.set_kv_cache(batch_size=batch_size, max_seq_length=target)
-
-
-def model_context(model: GPT, fixed_len: Optional[int] = None) -> int:
-    """How many positions one sequence may use: the fixed KV cache length if given, else max_seq_length."""
-    return fixed_len or model.max_seq_length
-
-
-# ------------------------------------------------------------------------------------------------------------
-# token-level generation
-
-
-@torch.inference_mode()
-def generate_stream(
-    model: GPT,
-    prompts: Sequence[torch.Tensor],
-    max_new_tokens: int,
-    *,
-    temperature: float = 1.0,
-    top_k: Optional[int] = None,
-    top_p: float = 1.0,
-    stop_tokens: StopTokens = (),
-    generator: Optional[torch.Generator] = None,
-    stop_check: Optional[Callable[[int, int], bool]] = None,
-    step_fn: Optional[StepFn] = None,
-) -> Iterator[list[Optional[int]]]:
-    """Decodes the prompts together; yields, per step, a list with each row's new token (None once the
-    row has finished).
-
-    The model must have a KV cache of batch size >= len(prompts) and at least max(prompt lengths) +
-    max_new_tokens slots (see `prepare_cache`).
-
-    Args:
-        model: the model, in eval mode.
-        prompts: 1-D tensors of token ids (different lengths allowed).
-        max_new_tokens: at most this many tokens per row.
-        temperature, top_k, top_p: sampling (see `sample`).
-        stop_tokens: a row finishes when its output ends with one of these (ids or sequences of ids); the
-            stop tokens are yielded.
-        generator: random generator for sampling (on the model's device).
-        stop_check: `stop_check(row, token) -> bool`, called for each new token of a live row after the
-            stop-token check; True finishes the row (e.g. a stop string appeared in its text).
-        step_fn: the decode step, e.g. from `compile_decode_step`; default: `litgpt.generate.cpu.native_decode_step`
-            where it can run (bfloat16 weights on an AVX512-BF16 CPU), else `decode_one_token`.
-    """
-    check_sampling_args(temperature, top_k, top_p, max_new_tokens)
-    if not len(prompts):
-        raise ValueError("prompts must not be empty (got an empty list)")
-    batch, lengths = right_pad(prompts)
-    B, T = batch.shape
-    device = batch.device
-    uniform = bool((lengths == T).all())
-    # bfloat16 models on AVX512-BF16 CPUs take the native kernels (prefill and steps), the rest the modules
-    native = native_decode_step(model) if step_fn is None and device.type == "cpu" else None
-    if native is not None:
-        logits = native.prefill(model, prompts)
-    else:
-        logits = prefill(model, batch, None if uniform else lengths - 1)
-    step_fn = step_fn or native or decode_one_token
-    # positions of the next token: shared (1,) when all prompts have the same length, else per row (B, 1)
-    input_pos = torch.tensor([T], device=device) if uniform else lengths.view(B, 1).clone()
-    outputs: list[list[int]] = [[] for _ in range(B)]
-    done = [False] * B
-    stops = normalize_stop_tokens(stop_tokens)
-    for step in range(max_new_tokens):
-        tokens = sample(logits, temperature, top_k, top_p, generator)  # (B,)
-        token_list = tokens.tolist()
-        new: list[Optional[int]] = []
-        for i in range(B):
-            if done[i]:
-                new.append(None)
-                continue
-            t = token_list[i]
-            outputs[i].append(t)
-            new.append(t)
-            if any(outputs[i][-len(s):] == s for s in stops) or (stop_check is not None and stop_check(i, t)):
-                done[i] = True
-        yield new
-        if all(done) or step == max_new_tokens - 1:
-            return
-        logits = step_fn(model, tokens.view(B, 1), input_pos)
-        input_pos = input_pos + 1
+    if prompt_len >= max_returned_tokens:
+        raise ValueError(
+            f"max_returned_tokens={max_returned_tokens} leaves no room to generate after a prompt of {prompt_len} "
+            "tokens (it counts the prompt)"
+        )
+    return max_returned_tokens - prompt_len
 
 
 def generate(
     model: GPT,
-    prompts: Union[Sequence[torch.Tensor], torch.Tensor],
-    max_new_tokens: int,
+    prompt: torch.Tensor,
+    max_returned_tokens: int,
     *,
     temperature: float = 1.0,
     top_k: Optional[int] = None,
     top_p: float = 1.0,
-    stop_tokens: StopTokens = (),
-    include_stop: bool = True,
-    generator: Optional[torch.Generator] = None,
-    step_fn: Optional[StepFn] = None,
-    fixed_cache_len: Optional[int] = None,
-    bucket_cache: bool = False,
-) -> list[torch.Tensor]:
-    """Generates up to max_new_tokens for each prompt. Allocates the KV cache as needed.
+    eos_id: Optional[int] = None,
+    include_prompt: bool = True,
+) -> torch.Tensor:
+    """LitGPT's `generate`: prompt (T,) -> at most `max_returned_tokens` ids, the prompt included (unless
+    `include_prompt=False`), ending with `eos_id` when it was generated. Unlike LitGPT, the KV cache is set up
+    as needed (no `set_kv_cache` call first). For batches, stop strings and streaming see
+    `litgpt.generate.engine`."""
+    prompt = prompt.reshape(-1)
+    max_new_tokens = _new_tokens(model, prompt.numel(), max_returned_tokens)
+    stops = () if eos_id is None else (eos_id,)
+    new = engine.generate(model, [prompt], max_new_tokens, stop_tokens=stops, **litgpt_sampling(temperature, top_k, top_p))[0]
+    new = new.to(prompt.device)
+    return torch.cat([prompt.long(), new]) if include_prompt else new
+
+
+def generate_fn(
+    model: GPT,
+    prompt: torch.Tensor,
+    max_returned_tokens: int,
+    *,
+    temperature: float = 1.0,
+    top_k: Optional[int] = None,
+    top_p: float = 1.0,
+    stop_tokens: tuple[list[int], ...] = (),
+    include_prompt: bool,
+    include_eos: bool,
+) -> Iterator[torch.Tensor]:
+    """LitGPT's `generate_fn`: yields the prompt (if `include_prompt`), then each new token as a (1,) tensor.
+
+    Generation ends with a stop-token sequence of `stop_tokens` (yielded only with `include_eos`; without,
+    tokens that may begin one are held back until the sequence completes or breaks) or at
+    `max_returned_tokens` ids in all.
+    """
+    prompt = prompt.reshape(-1)
+    max_new_tokens = _new_tokens(model, prompt.numel(), max_returned_tokens)
+    row = TextRow(stop_tokens=stop_tokens, decode=False, include_stop=include_eos)
+    if include_prompt:
+        yield prompt
+    for _, ids in stream_text(model, [prompt], [row], max_new_tokens, **litgpt_sampling(temperature, top_k, top_p)):
+        for t in ids:
+            yield torch.tensor([t], device=prompt.device)
+
+
+def batched_generate_fn(
+    model: GPT,
+    prompts: Union[torch.Tensor, Sequence[torch.Tensor]],
+    max_returned_tokens: int,
+    *,
+    sample_args: Union[list[dict], dict],
+    stop_tokens: tuple[list[int], ...] = (),
+    include_prompt: bool,
+    include_eos: bool,
+) -> Iterator[list[Optional[torch.Tensor]]]:
+    """LitGPT's `batched_generate_fn`: yields, step by step, one entry per prompt: a tensor of the ids it
+    released at that step (usually one) or None (nothing new: finished, or ids held back).
 
     Args:
         model: the model, in eval mode.
-        prompts: a 1-D tensor of ids, a (B, T) tensor, or a list of 1-D tensors (lengths may differ).
-        max_new_tokens: at most this many new tokens per prompt; clipped (with a warning) to the context.
-        temperature, top_k, top_p: sampling (see `sample`).
-        stop_tokens: ids or id sequences that end a row.
-        include_stop: keep the stop sequence at the end of a row's output.
-        generator: random generator for sampling.
-        step_fn: the decode step (see `compile_decode_step`).
-        fixed_cache_len: allocate a KV cache of exactly this many slots.
-        bucket_cache: round the KV cache length up to a power of two (few shapes for a compiled step).
-
-    Returns:
-        The new ids of each prompt, 1-D long tensors on the CPU.
+        prompts: (B, T) ids, or (here also) a list of 1-D prompts of different lengths.
+        max_returned_tokens: ids per row in all, prompt included.
+        sample_args: temperature / top_k / top_p, one dict for all rows or one per row.
+        stop_tokens: id sequences that end a row.
+        include_prompt: first yield the prompts, one position per step (as LitGPT does).
+        include_eos: yield the stop sequence too (else tokens that may begin one are held back until the
+            sequence completes or breaks; LitGPT checks only a sequence's first token here).
     """
-    if isinstance(prompts, torch.Tensor):
-        prompts = [prompts] if prompts.dim() == 1 else list(prompts)
-    if not len(prompts):
-        raise ValueError("prompts must not be empty (got an empty list)")
-    check_sampling_args(temperature, top_k, top_p, max_new_tokens)
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("prompts must not be empty")
+    prompts = [p.reshape(-1) for p in prompts]
+    settings = [litgpt_sampling(**kw) for kw in _per_row(sample_args, len(prompts))]
     longest = max(p.numel() for p in prompts)
-    max_new_tokens = fit_to_context(longest, max_new_tokens, model_context(model, fixed_cache_len))
-    prepare_cache(model, len(prompts), longest + max_new_tokens, fixed_cache_len, bucket_cache)
-    outputs: list[list[int]] = [[] for _ in prompts]
-    for step_tokens in generate_stream(
-        model, prompts, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-        stop_tokens=stop_tokens, generator=generator, step_fn=step_fn,
-    ):
-        for i, t in enumerate(step_tokens):
-            if t is not None:
-                outputs[i].append(t)
-    stops = normalize_stop_tokens(stop_tokens)
-    results = []
-    for out in outputs:
-        if not include_stop:
-            out = out[: len(out) - _stop_suffix_len(out, stops)]
-        results.append(torch.tensor(out, dtype=torch.long))
-    return results
+    max_new_tokens = _new_tokens(model, longest, max_returned_tokens)
+    device = prompts[0].device
+    if include_prompt:
+        for j in range(longest):
+            yield [p[j : j + 1] if j < p.numel() else None for p in prompts]
+    rows = [TextRow(stop_tokens=stop_tokens, decode=False, include_stop=include_eos) for _ in prompts]
+    shared = settings[0] if all(s == settings[0] for s in settings) else None
 
+    def per_row(logits: torch.Tensor) -> torch.Tensor:
+        return torch.cat([engine.sample(logits[i : i + 1], **s) for i, s in enumerate(settings)])
 
-def _stop_suffix_len(tokens: list[int], stops: list[list[int]]) -> int:
-    """Length of the stop sequence `tokens` ends with (0 if none)."""
-    for s in stops:
-        if len(tokens) >= len(s) and tokens[-len(s):] == s:
-            return len(s)
-    return 0
+    prepare_cache(model, len(prompts), longest + max_new_tokens)
+    stream = generate_stream(
+        model, prompts, max_new_tokens, **(shared or {}), stop_check=lambda i, t: rows[i].add(t),
+        sample_fn=None if shared else per_row,
+    )
 
+    def released() -> list[Optional[torch.Tensor]]:
+        return [torch.tensor(ids, device=device) if (ids := row.take()) else None for row in rows]
 
-def _pending_prefix_len(tokens: list[int], start: int, stops: list[list[int]]) -> int:
-    """Length of the longest suffix of tokens[start:] that is a proper prefix of some stop sequence."""
-    best = 0
-    n = len(tokens) - start
-    for s in stops:
-        for k in range(min(len(s) - 1, n), best, -1):
-            if tokens[len(tokens) - k:] == s[:k]:
-                best = k
-                break
-    return best
+    for step in stream:
+        for row, t in zip(rows, step):
+            if t is None:
+                row.finish()
+        yield released()
+    for row in rows:  # tokens held back as a possible stop sequence that never completed
+        row.finish()
+    last = released()
+    if any(t is not None for t in last):
+        yield last
 
 
 # ------------------------------------------------------------------------------------------------------------
-# text
+# the verb
 
 
-class StopStringFilter:
-    """Cuts a stream of text at the first occurrence of any stop string.
-
-    Text that might be the beginning of a stop string is held back until it is known not to be one, so no
-    piece ever passes the cut, also when the stop string is spread over several pieces.
-    """
-
-    def __init__(self, stop_strings: Iterable[str] = ()) -> None:
-        """
-        Args:
-            stop_strings: strings that end the text (empty strings are ignored).
-        """
-        self.stop_strings = [s for s in stop_strings if s]
-        self.held = ""
-        self.stopped = False
-
-    def push(self, piece: str) -> str:
-        """Takes the next piece of text; returns the part that is safe to emit."""
-        if self.stopped or not piece:
-            return ""
-        if not self.stop_strings:
-            return piece
-        text = self.held + piece
-        hits = [i for i in (text.find(s) for s in self.stop_strings) if i >= 0]
-        if hits:
-            self.stopped = True
-            self.held = ""
-            return text[: min(hits)]
-        keep = 0
-        for s in self.stop_strings:
-            for k in range(min(len(s) - 1, len(text)), keep, -1):
-                if text.endswith(s[:k]):
-                    keep = k
-                    break
-        self.held = text[len(text) - keep:] if keep else ""
-        return text[: len(text) - keep]
-
-    def flush(self) -> str:
-        """The text still held back (end of the stream)."""
-        out, self.held = ("" if self.stopped else self.held), ""
-        return out
-
-
-class TextRow:
-    """One row of a generation: tokens in, text pieces (or, with `decode=False`, token ids) out.
-
-    Tokens that may be the beginning of a stop-token sequence are held back until the sequence completes
-    (then they are dropped) or breaks (then they are released); released tokens are decoded incrementally
-    (multi-byte characters and leading spaces come out right) and the text is cut at the first stop string.
-
-    Attributes:
-        tokens: every token the row generated (stop sequence included).
-        text: the text emitted so far ("" with `decode=False`).
-        finish_reason: "stop" (stop tokens or a stop string), "length", or None while running.
-        first_token_time: `time.perf_counter()` when the first token arrived (None before).
-    """
-
-    def __init__(
-        self,
-        tokenizer=None,
-        stop_tokens: StopTokens = (),
-        stop_strings: Iterable[str] = (),
-        skip_special_tokens: bool = True,
-        decode: bool = True,
-    ) -> None:
-        """
-        Args:
-            tokenizer: a `litgpt.Tokenizer` (needed when `decode`).
-            stop_tokens: ids / id sequences that end the row (left out of the output).
-            stop_strings: strings that end the row; the text stops right before the first one.
-            skip_special_tokens: leave special tokens out of the text.
-            decode: produce text; False produces the released token ids instead (no stop strings then).
-        """
-        stop_strings = [s for s in stop_strings if s]
-        if decode and tokenizer is None:
-            raise ValueError("TextRow needs a tokenizer to decode text")
-        if stop_strings and not decode:
-            raise ValueError("stop strings need text output (decode=True)")
-        self.tokenizer = tokenizer
-        self.decode = decode
-        self.stops = normalize_stop_tokens(stop_tokens)
-        self.filter = StopStringFilter(stop_strings)
-        self.decoder = tokenizer.incremental_decoder(skip_special_tokens=skip_special_tokens) if decode else None
-        self.tokens: list[int] = []
-        self.text = ""
-        self.finish_reason: Optional[str] = None
-        self.first_token_time: Optional[float] = None
-        self._released = 0  # tokens handed on (to the decoder, or out as ids)
-        self._pending: Union[str, list[int]] = "" if decode else []
-
-    @property
-    def stopped_by_string(self) -> bool:
-        """Whether a stop string ended the row."""
-        return self.filter.stopped
-
-    def add(self, token: int) -> bool:
-        """Takes the next token; returns True when the row must end (a stop sequence or stop string)."""
-        if self.first_token_time is None:
-            self.first_token_time = time.perf_counter()
-        self.tokens.append(int(token))
-        if _stop_suffix_len(self.tokens, self.stops):
-            return True  # `finish` drops the sequence
-        hold = _pending_prefix_len(self.tokens, self._released, self.stops)
-        self._release(len(self.tokens) - hold)
-        return self.filter.stopped
-
-    def finish(self) -> None:
-        """Ends the row: releases what was held back (minus a trailing stop sequence)."""
-        if self.finish_reason is not None:
-            return
-        stop_len = _stop_suffix_len(self.tokens, self.stops)
-        self._release(len(self.tokens) - stop_len)
-        if self.decode:
-            self._emit(self.decoder.flush())
-            self._emit(self.filter.flush())
-        self.finish_reason = "stop" if (stop_len or self.filter.stopped) else "length"
-
-    def take(self) -> Union[str, list[int]]:
-        """The text (or, with `decode=False`, the ids) produced since the last call."""
-        out, self._pending = self._pending, ("" if self.decode else [])
-        return out
-
-    def token_ids(self) -> list[int]:
-        """The row's ids without the stop sequence; after a stop string, only the tokens whose text lies
-        wholly before it."""
-        ids = self.tokens[: len(self.tokens) - _stop_suffix_len(self.tokens, self.stops)]
-        if self.filter.stopped:
-            limit = len(self.text)
-            k = min(len(ids), self._released)
-            while k > 0 and len(self.tokenizer.decode(ids[:k])) > limit:
-                k -= 1
-            ids = ids[:k]
-        return ids
-
-    def _release(self, upto: int) -> None:
-        if not self.decode:
-            if upto > self._released:
-                self._pending.extend(self.tokens[self._released:upto])  # type: ignore[union-attr]
-                self._released = upto
-            return
-        while self._released < upto and not self.filter.stopped:
-            piece = self.decoder.add(self.tokens[self._released])
-            self._released += 1
-            if piece:
-                self._emit(self.filter.push(piece))
-
-    def _emit(self, text: str) -> None:
-        if text:
-            self.text += text
-            self._pending += text  # type: ignore[operator]
-
-
-@torch.inference_mode()
-def stream_text(
-    model: GPT,
-    prompts: Sequence[torch.Tensor],
-    rows: Sequence[TextRow],
-    max_new_tokens: int,
+def main(
+    checkpoint_dir: Path,
+    prompt: str = "What food do llamas eat?",
     *,
-    temperature: float = 1.0,
-    top_k: Optional[int] = None,
+    sys_prompt: Optional[str] = None,
+    num_samples: int = 1,
+    max_new_tokens: int = 50,
+    top_k: Optional[int] = 50,
     top_p: float = 1.0,
-    generator: Optional[torch.Generator] = None,
-    step_fn: Optional[StepFn] = None,
-    fixed_cache_len: Optional[int] = None,
-    bucket_cache: bool = False,
-) -> Iterator[tuple[int, Union[str, list[int]]]]:
-    """Generates for a batch of prompts; yields `(row index, piece)` as output is released.
-
-    A piece is text (or a list of ids for rows made with `decode=False`). The pieces of a row join to its
-    full output (`rows[i].text`), which ends before its stop tokens and its first stop string; `rows[i]`
-    also holds the row's tokens and finish reason afterwards. Allocates the KV cache.
+    temperature: float = 0.8,
+    quantize: Optional[str] = None,
+    precision: Optional[str] = None,
+    compile: bool = False,
+) -> None:
+    """LitGPT's `litgpt.generate.base.main`: generates from a prompt with a checkpoint (the `litgpt generate`
+    verb, `litgpt.generate.cli.main`, which also takes `--stop` and `--seed`).
 
     Args:
-        model: the model, in eval mode.
-        prompts: 1-D tensors of token ids.
-        rows: one `TextRow` per prompt (they carry the tokenizer, stop tokens and stop strings).
-        max_new_tokens: at most this many tokens per row; clipped (with a warning) to the context.
-        temperature, top_k, top_p: sampling (see `sample`).
-        generator: random generator for sampling.
-        step_fn: the decode step (see `compile_decode_step`).
-        fixed_cache_len: allocate a KV cache of exactly this many slots.
-        bucket_cache: round the KV cache length up to a power of two.
+        checkpoint_dir: A checkpoint folder (lit_model.pth, model_config.yaml and the tokenizer files).
+        prompt: The prompt.
+        sys_prompt: A system prompt (default: the prompt style's, if it has one).
+        num_samples: How many samples to draw for the prompt.
+        max_new_tokens: At most this many new tokens per sample.
+        top_k: Sample among the k most likely tokens only.
+        top_p: Sample among the most likely tokens whose probability mass reaches top_p (0: greedy).
+        temperature: Sampling temperature; 0 is greedy decoding.
+        quantize: Weight quantization while loading (int8, int4, bnb.nf4, ...).
+        precision: 32-true, bf16-true or 16-true.
+        compile: Compile the decode step with torch.compile.
     """
-    if not len(prompts):
-        raise ValueError("prompts must not be empty (got an empty list)")
-    if len(rows) != len(prompts):
-        raise ValueError(f"need one TextRow per prompt, got {len(rows)} for {len(prompts)} prompts")
-    check_sampling_args(temperature, top_k, top_p, max_new_tokens)
-    longest = max(p.numel() for p in prompts)
-    max_new_tokens = fit_to_context(longest, max_new_tokens, model_context(model, fixed_cache_len))
-    prepare_cache(model, len(prompts), longest + max_new_tokens, fixed_cache_len, bucket_cache)
-    finished = [False] * len(rows)
-    for step_tokens in generate_stream(
-        model, prompts, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-        generator=generator, step_fn=step_fn, stop_check=lambda i, t: rows[i].add(t),
-    ):
-        for i, t in enumerate(step_tokens):
-            if t is None and not finished[i]:
-                finished[i] = True
-                rows[i].finish()
-            piece = rows[i].take()
-            if piece:
-                yield i, piece
-    # rows still running hit max_new_tokens; rows that stopped on the last step end here too
-    for i, row in enumerate(rows):
-        if not finished[i]:
-            row.finish()
-            piece = row.take()
-            if piece:
-                yield i, piece
+    from litgpt.generate.cli import main as generate_main
 
-
-class Generation:
-    """One batched generation: iterate it for `(row, piece)` events as output is released; afterwards it
-    holds each row's text / ids and the timings.
-
-    Arguments are checked (and max_new_tokens clipped to the context, with one warning) when it is made, so
-    bad input fails before any work. Iterate it once (or call `run()`).
-
-    Attributes:
-        rows: the `TextRow` of each prompt.
-        seconds: wall time of the whole generation (prefill included).
-        first_token_seconds: time until the first new token was sampled.
-        max_new_tokens: the (possibly clipped) limit used.
-    """
-
-    def __init__(
-        self,
-        model: GPT,
-        prompts: Sequence[torch.Tensor],
-        rows: Sequence[TextRow],
-        max_new_tokens: int,
-        *,
-        temperature: float = 1.0,
-        top_k: Optional[int] = None,
-        top_p: float = 1.0,
-        generator: Optional[torch.Generator] = None,
-        step_fn: Optional[StepFn] = None,
-        fixed_cache_len: Optional[int] = None,
-        bucket_cache: bool = False,
-    ) -> None:
-        """
-        Args:
-            model: the model, in eval mode, on the prompts' device.
-            prompts: 1-D tensors of token ids (at least one token each).
-            rows: one `TextRow` per prompt.
-            max_new_tokens, temperature, top_k, top_p, generator, step_fn, fixed_cache_len, bucket_cache:
-                as in `stream_text`.
-        """
-        check_sampling_args(temperature, top_k, top_p, max_new_tokens)
-        if not len(prompts):
-            raise ValueError("prompts must not be empty (got an empty list)")
-        if len(rows) != len(prompts):
-            raise ValueError(f"need one TextRow per prompt, got {len(rows)} for {len(prompts)} prompts")
-        for i, p in enumerate(prompts):
-            if p.numel() == 0:
-                raise ValueError(f"prompt {i} holds no tokens")
-        longest = max(int(p.numel()) for p in prompts)
-        self.max_new_tokens = fit_to_context(longest, max_new_tokens, model_context(model, fixed_cache_len))
-        self.model, self.prompts, self.rows = model, list(prompts), list(rows)
-        self._options = dict(
-            temperature=temperature, top_k=top_k, top_p=top_p, generator=generator, step_fn=step_fn,
-            fixed_cache_len=fixed_cache_len, bucket_cache=bucket_cache,
-        )
-        self.seconds: Optional[float] = None
-        self.first_token_seconds: Optional[float] = None
-        self._started = False
-
-    def __iter__(self) -> Iterator[tuple[int, Union[str, list[int]]]]:
-        if self._started:
-            raise RuntimeError("a Generation can be iterated only once")
-        self._started = True
-        sync = _synchronizer(self.prompts[0].device)
-        sync()
-        start = time.perf_counter()
-        yield from stream_text(self.model, self.prompts, self.rows, self.max_new_tokens, **self._options)
-        sync()
-        self.seconds = time.perf_counter() - start
-        firsts = [r.first_token_time for r in self.rows if r.first_token_time is not None]
-        self.first_token_seconds = (min(firsts) - start) if firsts else None
-
-    def run(self) -> "Generation":
-        """Generates to the end without handling the pieces; returns self."""
-        for _ in self:
-            pass
-        return self
-
-    @property
-    def texts(self) -> list[str]:
-        """Each row's text (without stop tokens, cut before the first stop string)."""
-        return [r.text for r in self.rows]
-
-    @property
-    def token_ids(self) -> list[list[int]]:
-        """Each row's new ids, without the stop sequence (see `TextRow.token_ids`)."""
-        return [r.token_ids() for r in self.rows]
-
-    @property
-    def tokens_generated(self) -> int:
-        """New tokens sampled, summed over the rows (each counted once; a final stop token included)."""
-        return sum(len(r.tokens) for r in self.rows)
-
-    @property
-    def tokens_per_second(self) -> float:
-        """`tokens_generated / seconds` (0.0 before the generation ran)."""
-        return self.tokens_generated / self.seconds if self.seconds else 0.0
-
-
-def _synchronizer(device: torch.device) -> Callable[[], None]:
-    if device.type == "cuda":
-        return lambda: torch.cuda.synchronize(device)
-    return lambda: None
+    sampling = litgpt_sampling(temperature, top_k, top_p)
+    generate_main(
+        checkpoint_dir, prompt, sys_prompt=sys_prompt, num_samples=num_samples, max_new_tokens=max_new_tokens,
+        quantize=quantize, precision=precision, compile=compile, **sampling,
+    )

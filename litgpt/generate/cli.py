@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
-from litgpt.generate.base import check_sampling_args
+from litgpt.generate.engine import check_sampling_args
 
 
 def main(
@@ -21,7 +21,7 @@ def main(
     top_k: Optional[int] = 50,
     top_p: float = 1.0,
     temperature: float = 0.8,
-    stop: Optional[list[str]] = None,
+    stop: Union[list[str], str, None] = None,
     quantize: Optional[str] = None,
     precision: Optional[str] = None,
     compile: bool = False,
@@ -41,7 +41,8 @@ def main(
         top_k: Sample among the k most likely tokens only (1 is greedy).
         top_p: Sample among the most likely tokens whose probability mass reaches top_p, in (0, 1].
         temperature: Sampling temperature; 0 is greedy decoding.
-        stop: Strings that end the text (e.g. '["\\n\\n"]'); default: the prompt style's.
+        stop: A string that ends the text (`--stop .`), or a list of them (`--stop '["\\n\\n", "###"]'`);
+            default: the prompt style's.
         quantize: Weight quantization while loading: int8, int4 (int4-g32/-g64/-g128) or bnb.nf4, bnb.nf4-dq,
             bnb.fp4, bnb.fp4-dq, bnb.int8 (see tutorials/quantize.md).
         precision: 32-true, bf16-true or 16-true. Default: bf16-true on GPUs and CPUs with native bf16,
@@ -53,7 +54,6 @@ def main(
     from litgpt.precision import check_inference_precision as check_precision
     from litgpt.utils import check_valid_checkpoint_dir
 
-    out, err = sys.stdout, sys.stderr
     # everything that can be checked before loading the model
     check_quantize(quantize)
     check_precision(precision)
@@ -64,6 +64,29 @@ def main(
 
     llm = LLM.load(str(checkpoint_dir), distribute=None)
     llm.distribute(precision=precision, quantize=quantize, compile=compile)
+    print_generation(llm, prompt, sys_prompt=sys_prompt, num_samples=num_samples, max_new_tokens=max_new_tokens,
+                     top_k=top_k, top_p=top_p, temperature=temperature, stop=stop, seed=seed)
+
+
+def print_generation(
+    llm,
+    prompt: str,
+    *,
+    sys_prompt: Optional[str] = None,
+    num_samples: int = 1,
+    max_new_tokens: int = 50,
+    top_k: Optional[int] = 50,
+    top_p: float = 1.0,
+    temperature: float = 0.8,
+    stop: Union[list[str], str, None] = None,
+    seed: int = 1234,
+    out=None,
+    err=None,
+):
+    """Generates with a distributed `LLM` as the generate verbs do: the text streamed to `out` (samples one after
+    another when num_samples > 1), the timing line to `err` (default: stdout and stderr). Returns the `Generation`."""
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
     torch.manual_seed(seed)
     prompts = [prompt] * num_samples
     generation = llm.generation(
@@ -88,3 +111,4 @@ def main(
     )
     if llm.device.type == "cuda":
         print(f"Memory used: {torch.cuda.max_memory_allocated(llm.device) / 1e9:.02f} GB", file=err)
+    return generation

@@ -11,6 +11,11 @@ Two layers, both used automatically on the CPU:
   batch-1 linear layers use `torch.mv`, which streams the weights faster than `F.linear`'s matrix-matrix
   path (measured on a 2-core AVX512-BF16 machine: 9.3 -> 14.3 GB/s for SmolLM2-135M's bfloat16 layers).
 
+Which models the native step runs is declared by the module classes: a module whose own class body says
+`native_decode = True` (or one of torch's plain layers and containers) is one the kernels compute; any other
+module (a LoRA branch, an adapter prefix, quantized weights, a subclass that did not declare it again) keeps
+the whole model on the PyTorch modules (`runs_natively`, `native_decode_problem`).
+
 `LITGPT_CPU_KERNELS=0` turns the native step off (e.g. to compare).
 """
 
@@ -36,6 +41,8 @@ from litgpt.model import GPT, GemmaMLP, LLaMAMLP, RMSNorm
 
 class MatVecLinear(nn.Linear):
     """`nn.Linear` computing a single input vector with `torch.mv` (same parameters, same state_dict)."""
+
+    native_decode = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.numel() != self.in_features or x.device.type != "cpu":
@@ -247,9 +254,20 @@ class _Step(ctypes.Structure):
 _ACTIVATION = {("silu", "none"): 0, ("gelu", "none"): 1, ("gelu", "tanh"): 2}
 
 
-def _plain_bf16_linear(module: nn.Module) -> bool:
-    w = module.weight
-    return type(module) in (nn.Linear, MatVecLinear) and w.dtype == torch.bfloat16 and w.is_contiguous()
+# torch's own classes the native step reads in place (containers, plain layers); litgpt's classes declare it
+_TORCH_CLASSES = (nn.Linear, nn.Embedding, nn.LayerNorm, nn.Identity, nn.ModuleList, nn.ModuleDict)
+
+
+def runs_natively(module: nn.Module) -> bool:
+    """Whether the native decode step understands `module`: its class is one of torch's plain layers and
+    containers above, or declares `native_decode = True` in its own body.
+
+    The declaration is read from the exact class only, never inherited: a subclass that adds behaviour (an
+    adapter prefix, a LoRA branch, quantized weights, a class made by `extend_module`) keeps the model on the
+    PyTorch modules until it declares that the native step computes it too.
+    """
+    cls = type(module)
+    return cls in _TORCH_CLASSES or vars(cls).get("native_decode") is True
 
 
 def native_decode_problem(model: GPT) -> Optional[str]:
@@ -262,15 +280,15 @@ def native_decode_problem(model: GPT) -> Optional[str]:
         return "the model has no bfloat16 KV cache"
     if model.transformer.wte.weight.dtype != torch.bfloat16:
         return "the native decode step runs bfloat16 weights only"
-    if cfg.norm_qk or cfg.mlp_class_name not in ("LLaMAMLP", "GemmaMLP", "GptNeoxMLP"):
-        return "qk-norms and mixtures of experts run through the PyTorch modules"
+    if cfg.norm_qk:
+        return "qk-norms run through the PyTorch modules"
     if cfg.head_size > 512 or cfg.rope_n_elem % 2 or cfg.gelu_approximate not in ("none", "tanh"):
         return "head size, rotary features or GELU variant outside the native kernels' range"
-    for m in model.modules():
-        if isinstance(m, nn.Linear) and not _plain_bf16_linear(m):
-            return f"{type(m).__name__} layers (quantized / PEFT) run through the PyTorch modules"
-        if "norm" in type(m).__name__.lower() and type(m) not in (RMSNorm, nn.LayerNorm):
-            return f"{type(m).__name__} runs through the PyTorch modules"
+    for name, m in model.named_modules():
+        if not runs_natively(m):
+            return f"{type(m).__name__} ({name or 'the model'}) runs through the PyTorch modules"
+        if isinstance(m, nn.Linear) and (m.weight.dtype != torch.bfloat16 or not m.weight.is_contiguous()):
+            return f"{name} holds {m.weight.dtype} weights; the native decode step runs contiguous bfloat16 ones"
     if load_kernels() is None:
         return f"native CPU kernels unavailable: {kernels_problem()}"
     return None
@@ -412,18 +430,18 @@ class NativeDecoder:
         logits = self._run(token, input_pos.reshape(-1).expand(B), rows, rows)
         return self._softcap(model, logits)
 
-    def prefill(self, model: GPT, prompts: list[torch.Tensor]) -> torch.Tensor:
-        """Prompt i (1-D ids) into cache row i, positions 0..len-1, all prompts' tokens as rows of one pass
-        (no padding); returns the logits (len(prompts), V) float32 of each prompt's last token."""
+    def prefill(self, model: GPT, prompts: list[torch.Tensor], first_row: int = 0) -> torch.Tensor:
+        """Prompt i (1-D ids) into cache row first_row + i, positions 0..len-1, all prompts' tokens as rows of
+        one pass (no padding); returns the logits (len(prompts), V) float32 of each prompt's last token."""
         lengths = [int(p.numel()) for p in prompts]
-        if len(prompts) > self.batch or max(lengths) > self.slots or min(lengths) < 1:
+        if first_row < 0 or first_row + len(prompts) > self.batch or max(lengths) > self.slots or min(lengths) < 1:
             raise ValueError(f"prefill outside the KV cache: prompts of {lengths} tokens, cache {self.batch} x {self.slots}")
         ids = torch.cat([p.reshape(-1).long().cpu() for p in prompts])
         vocab = model.transformer.wte.weight.size(0)
         if int(ids.min()) < 0 or int(ids.max()) >= vocab:
             raise ValueError(f"token ids must be in [0, {vocab}), got {int(ids.min())}..{int(ids.max())}")
         pos = torch.cat([torch.arange(n) for n in lengths])
-        crow = torch.repeat_interleave(torch.arange(len(prompts)), torch.tensor(lengths))
+        crow = torch.repeat_interleave(torch.arange(len(prompts)) + first_row, torch.tensor(lengths))
         last = torch.tensor(lengths).cumsum(0) - 1
         pieces = []
         for start in range(0, ids.numel(), self.prefill_rows):  # chunks bound the work buffers' size

@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from litgpt.generate.base import check_sampling_args, sample
+from litgpt.generate.engine import check_sampling_args, sample
 from litgpt.model import GPT
 
 

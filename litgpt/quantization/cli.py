@@ -20,7 +20,7 @@ from litgpt.quantization.modes import (
     read_quantization_file,
 )
 from litgpt.precision import INFERENCE_PRECISIONS, check_inference_precision
-from litgpt.utils import check_valid_checkpoint_dir, copy_config_files
+from litgpt.utils import check_valid_checkpoint_dir, copy_side_files
 
 
 
@@ -77,7 +77,7 @@ def quantize_checkpoint(
         tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary folder
         torch.save(model.state_dict(), tmp / "lit_model.pth")
         shutil.copy2(checkpoint_dir / "model_config.yaml", tmp / "model_config.yaml")
-        copy_config_files(checkpoint_dir, tmp)
+        copy_side_files(checkpoint_dir, tmp)
         (tmp / QUANTIZATION_FILE).write_text(quantization_file_text(spec, precision))
         if out_dir.exists():
             out_dir.rmdir()  # empty, checked above

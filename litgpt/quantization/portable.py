@@ -287,6 +287,8 @@ class Int8Linear(nn.Module):
     Buffers: `weight` int8 (out, in), `scales` (out,), optional parameter `bias`.
     """
 
+    native_decode = False  # quantized weights run through the PyTorch modules (litgpt.generate.cpu)
+
     def __init__(self, in_features: int, out_features: int, bias: bool = False) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
@@ -379,6 +381,8 @@ class Int4Linear(nn.Module):
     `bias`); in memory the weight may sit in a device kernel's packed layout (`layout` is "portable", "cpu" or
     "cuda"), with `scales_and_zeros` (Kp / G, Np, 2) next to it.
     """
+
+    native_decode = False  # quantized weights run through the PyTorch modules (litgpt.generate.cpu)
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False, group_size: int = 64) -> None:
         super().__init__()

@@ -3,7 +3,8 @@
 The output (`config.json`, `model.safetensors` or shards with `model.safetensors.index.json`, the tokenizer
 files) loads with `transformers.AutoModelForCausalLM.from_pretrained(output_dir)`. The architecture is the
 most specific Hugging Face family that represents the Config exactly (`hf_families.family_for_config`), and
-the weights are written in that family's canonical Hub layout.
+the weights are written in that family's canonical Hub layout. `--model_pth true` also writes LitGPT's output,
+`model.pth` (the same tensors, torch.save), for scripts written for LitGPT.
 """
 
 from __future__ import annotations
@@ -16,18 +17,18 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
 import torch
 
 from litgpt.config import Config
 from litgpt.scripts.convert_hf_checkpoint import lit_shapes, read_hf_config
 from litgpt.scripts.hf_families import Rule, family_for_config, weight_rules
-from litgpt.utils import check_valid_checkpoint_dir, copy_config_files, load_state_dict
+from litgpt.utils import check_valid_checkpoint_dir, copy_side_files, load_state_dict
 
 __all__ = ["convert_lit_checkpoint", "parse_size"]
 
-_WEIGHT_FILE = re.compile(r"^model(-\d+-of-\d+)?\.safetensors$|^model\.safetensors\.index\.json$")
+_WEIGHT_FILE = re.compile(r"^model(-\d+-of-\d+)?\.safetensors$|^model\.safetensors\.index\.json$|^model\.pth$")
 _TOKEN_ID_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id")
 
 
@@ -36,6 +37,7 @@ def convert_lit_checkpoint(
     output_dir: Path,
     *,
     max_shard_size: Union[int, str] = "5GB",
+    model_pth: bool = False,
 ) -> Path:
     """Converts a LitGPT checkpoint into a Hugging Face model folder that transformers loads directly.
 
@@ -44,6 +46,9 @@ def convert_lit_checkpoint(
         output_dir: Folder to write `config.json`, the safetensors weights and the tokenizer files into.
         max_shard_size: Largest safetensors file, in bytes or as a string like "5GB" or "500MB"; bigger
             models are split into shards listed in `model.safetensors.index.json`.
+        model_pth: Also write `model.pth`, the file LitGPT's convert_from_litgpt writes (the same tensors under
+            their Hugging Face names, saved with torch.save), for scripts that load it with `torch.load` and
+            pass it to `from_pretrained(..., state_dict=...)`. It doubles the disk space.
 
     Returns:
         The output folder.
@@ -75,8 +80,10 @@ def convert_lit_checkpoint(
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".tmp", dir=output_dir.parent))
     try:
         _write_weights(shards, state, tmp_dir)
+        if model_pth:
+            torch.save(dict(_hf_tensors([r for shard in shards for r in shard], state)), tmp_dir / "model.pth")
         (tmp_dir / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        copy_config_files(checkpoint_dir, tmp_dir)
+        copy_side_files(checkpoint_dir, tmp_dir)
         _move_into_place(tmp_dir, output_dir)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -146,19 +153,25 @@ def _write_weights(shards: list[list[Rule]], state: dict, out_dir: Path) -> None
     for index, rules in enumerate(shards, start=1):
         name = "model.safetensors" if n == 1 else f"model-{index:05d}-of-{n:05d}.safetensors"
         tensors: dict[str, torch.Tensor] = {}
-        for rule in rules:
-            for key, tensor in zip(rule.hf, rule.to_hf([state[k] for k in rule.lit])):
-                tensor = tensor.contiguous()
-                if tensor._base is not None:  # a view into a fused tensor: safetensors wants its own storage
-                    tensor = tensor.clone()
-                tensors[key] = tensor
-                weight_map[key] = name
-                total += tensor.numel() * tensor.element_size()
+        for key, tensor in _hf_tensors(rules, state):
+            tensors[key] = tensor
+            weight_map[key] = name
+            total += tensor.numel() * tensor.element_size()
         save_file(tensors, str(out_dir / name), metadata={"format": "pt"})
         del tensors
     if n > 1:
         index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
         (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+
+
+def _hf_tensors(rules: list[Rule], state: dict) -> Iterator[tuple[str, torch.Tensor]]:
+    """(Hugging Face name, tensor) of each weight the rules write, each tensor with its own storage."""
+    for rule in rules:
+        for key, tensor in zip(rule.hf, rule.to_hf([state[k] for k in rule.lit])):
+            tensor = tensor.contiguous()
+            if tensor._base is not None:  # a view into a fused tensor: safetensors wants its own storage
+                tensor = tensor.clone()
+            yield key, tensor
 
 
 def _extra_config_fields(checkpoint_dir: Path, state: dict) -> dict:

@@ -17,11 +17,11 @@ import torch
 from litgpt.adapter import ADAPTER_FILE, combine_adapter_weights, read_adapter_config
 from litgpt.checkpoint import check_base_checkpoint
 from litgpt.config import Config
-from litgpt.lora import LORA_FILE, LoRASettings, merge_lora_weights, read_hyperparameters
+from litgpt.lora import LORA_FILE, LoRASettings, merge_lora_state, read_hyperparameters
 from litgpt.model import GPT
 from litgpt.utils import (
     check_state_dict_matches,
-    copy_config_files,
+    copy_side_files,
     load_state_dict,
     parse_dtype,
     save_atomic,
@@ -75,7 +75,7 @@ def merge_lora(
     check_state_dict_matches(own, base, base_dir / "lit_model.pth",
                              optional=("lm_head.weight",) if config.tie_embeddings else ())
     if is_lora:
-        merged = merge_lora_weights(base, load_state_dict(folder / LORA_FILE), settings, config,
+        merged = merge_lora_state(base, load_state_dict(folder / LORA_FILE), settings, config,
                                     source=str(folder / LORA_FILE))
     else:
         merged = combine_adapter_weights(base, load_state_dict(folder / ADAPTER_FILE))
@@ -85,7 +85,7 @@ def merge_lora(
     if not (folder / "model_config.yaml").is_file():
         config.save(folder)
     if not any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer.model")):
-        copy_config_files(base_dir, folder)
+        copy_side_files(base_dir, folder)
     what = "LoRA" if is_lora else "adapter"
     print(f"Merged the {what} weights of {folder} with {base_dir} into {out}", file=sys.stderr)
     return out

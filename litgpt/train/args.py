@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 from litgpt.precision import Precision  # noqa: F401 (the verbs' flag type)
 
@@ -99,6 +99,22 @@ class TrainArgs:
             return int(self.lr_warmup_fraction * total_steps)
         return self.lr_warmup_steps or 0
 
+    # LitGPT's names (litgpt.args.TrainArgs), over the methods above
+    def gradient_accumulation_iters(self, devices: int, num_nodes: int = 1) -> int:
+        """Micro-batches per device per optimizer step (LitGPT's name for `accumulation_steps`)."""
+        return self.accumulation_steps(devices * num_nodes)
+
+    def batch_size(self, devices: int, num_nodes: int = 1) -> int:
+        """Samples per optimizer step on one device."""
+        return self.global_batch_size // (devices * num_nodes)
+
+    def warmup_iters(self, devices: int, num_nodes: int, max_iters: int, train_dataloader: Any) -> int:
+        """Warmup length in micro-batch iterations: warmup steps x accumulation, or `lr_warmup_fraction` of one
+        epoch of `train_dataloader` (at most `max_iters`)."""
+        if self.lr_warmup_fraction is not None:
+            return min(max_iters, math.ceil(self.lr_warmup_fraction * len(train_dataloader)))
+        return min(max_iters, (self.lr_warmup_steps or 0) * self.gradient_accumulation_iters(devices, num_nodes))
+
 
 @dataclass
 class EvalArgs:
@@ -140,9 +156,19 @@ class LogArgs:
     """Run name (default: the output folder's name)."""
     group: Optional[str] = None
     """Group of runs (wandb)."""
+    teamspace: Optional[str] = None
+    """Lightning AI teamspace (LitGPT's litlogger; accepted in recipes, not used here)."""
+    metadata: Optional[dict] = None
+    """Tags of the run (LitGPT's litlogger; accepted in recipes, not used here)."""
+    log_model: bool = False
+    """Upload checkpoints as artifacts (LitGPT's litlogger; accepted in recipes, not used here)."""
+    save_logs: bool = True
+    """Upload the terminal logs (LitGPT's litlogger; accepted in recipes, not used here)."""
+    checkpoint_name: Optional[str] = None
+    """Name of uploaded checkpoints (LitGPT's litlogger; accepted in recipes, not used here)."""
 
 
-LoggerName = Literal["csv", "tensorboard", "wandb", "mlflow"]
+LoggerName = Literal["csv", "tensorboard", "wandb", "mlflow", "litlogger"]  # litlogger: a one-line error at run time
 Strategy = Literal["auto", "ddp", "fsdp"]
 
 
@@ -163,6 +189,14 @@ def format_count(n: float) -> str:
         if abs(n) >= scale:
             return f"{n / scale:.1f}{unit}"
     return f"{n:.0f}" if float(n).is_integer() else f"{n:.1f}"
+
+
+def format_bytes(n: float) -> str:
+    """1536 -> '1.5 KB', 3e9 -> '3.0 GB'."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} B"
 
 
 def step_dir_name(step: int) -> str:

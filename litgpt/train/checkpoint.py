@@ -82,6 +82,20 @@ def _default_permissions(folder: Path) -> None:
             os.chmod(path, 0o666 & ~umask)
 
 
+def remove_stale_partial_saves(out_dir: Path) -> Optional[tuple[int, int]]:
+    """Removes the hidden folders `write_folder` leaves behind when a save is killed (`.step-*.tmp`,
+    `.final.*.tmp`, `.*.old-*`) in `out_dir`; returns (folders removed, bytes freed), or None if there were none."""
+    out_dir = Path(out_dir)
+    stale = [p for p in out_dir.glob(".*") if p.is_dir() and (p.name.endswith(".tmp") or ".old-" in p.name)]
+    if not stale:
+        return None
+    freed = 0
+    for folder in stale:
+        freed += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink())
+        shutil.rmtree(folder, ignore_errors=True)
+    return len(stale), freed
+
+
 def step_checkpoints(out_dir: Path) -> list[tuple[int, Path]]:
     """Complete step checkpoints in `out_dir` (those holding a training state), oldest first."""
     out_dir = Path(out_dir)

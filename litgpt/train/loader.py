@@ -8,6 +8,7 @@ batches, and resuming at (epoch, step) needs no replay: the sampler starts there
 
 from __future__ import annotations
 
+import os
 from typing import Iterator
 
 import torch
@@ -86,3 +87,13 @@ def validation_batches(n: int, micro_batch_size: int, world_size: int, rank: int
     while len(out) < per_rank:
         out.append((filler, False))
     return out
+
+
+def loader_workers(requested: int) -> int:
+    """DataLoader worker processes: the data module's request (LitGPT's default is 4), at most one fewer than the
+    CPUs this process may use, so a small machine keeps a core for the training step (2 CPUs: 1 worker)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(0, min(int(requested or 0), cpus - 1))

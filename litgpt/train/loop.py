@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -28,9 +29,10 @@ import torch.nn as nn
 from litgpt.config import Config
 from litgpt.data.base import IGNORE_INDEX, DataModule
 from litgpt.data.packing import packing_kwargs
+from litgpt.checkpoint import check_tokenizer_fits
 from litgpt.model import GPT
 from litgpt.precision import check_training_precision, default_training_precision
-from litgpt.train.args import EvalArgs, LogArgs, TrainArgs, step_dir_name
+from litgpt.train.args import EvalArgs, LogArgs, TrainArgs, format_bytes, step_dir_name
 from litgpt.train.checkpoint import (
     TRAINING_STATE,
     STATE_FORMAT,
@@ -38,17 +40,20 @@ from litgpt.train.checkpoint import (
     check_writable,
     find_resume_dir,
     load_training_state,
+    remove_stale_partial_saves,
     restore_rng,
+    step_checkpoints,
     to_plain,
     write_folder,
     write_yaml,
 )
 from litgpt.prompts import save_prompt_style
-from litgpt.train.loader import StepSampler, validation_batches
+from litgpt.train.interrupt import InterruptFlag, TrainingInterrupted, resume_command
+from litgpt.train.loader import StepSampler, loader_workers, validation_batches
 from litgpt.train.loss import fused_linear_cross_entropy, install_fused_head, token_loss_sum
 from litgpt.train.monitor import Monitor, Throughput, check_logger_available, peak_device_flops, summary_line
 from litgpt.train.optim import OptimizerSpec, build_optimizer, build_scheduler, optimizer_lr
-from litgpt.utils import copy_config_files, load_torch_file
+from litgpt.utils import copy_side_files, device_count, load_torch_file, training_flops_per_token
 
 
 
@@ -134,22 +139,6 @@ class TrainState:
     train_time: float = 0.0
     train_history: list = field(default_factory=list)
     val_history: list = field(default_factory=list)
-
-
-def device_count(accelerator: str, devices: Union[int, str]) -> int:
-    """Devices per node that `devices` selects ("auto": every GPU, or 1 CPU process)."""
-    if isinstance(devices, int) or (isinstance(devices, str) and devices.lstrip("-").isdigit()):
-        n = int(devices)
-        if n == -1:
-            return max(1, torch.cuda.device_count()) if accelerator != "cpu" else 1
-        if n < 1:
-            raise ValueError(f"devices must be >= 1, -1 or 'auto', got {devices}")
-        return n
-    if devices != "auto":
-        raise ValueError(f"devices must be a number or 'auto', got {devices!r}")
-    if accelerator in ("auto", "cuda", "gpu") and torch.cuda.is_available():
-        return torch.cuda.device_count()
-    return 1
 
 
 def check_run(method: Method, run: TrainingRun) -> Optional[Path]:
@@ -291,6 +280,7 @@ class _Trainer:
         fabric, run, t = self.fabric, self.run, self.train_args
         fabric.seed_everything(run.seed, verbose=False)
         self.tokenizer = Tokenizer(run.tokenizer_dir)
+        check_tokenizer_fits(self.tokenizer, run.config, run.config.name or "the model")
         self.seq_len = t.max_seq_length or run.config.block_size
         data = run.data
         data.connect(self.tokenizer, batch_size=t.micro_batch_size, max_seq_length=self.seq_len)
@@ -375,12 +365,27 @@ class _Trainer:
         set_model_state_dict(self.raw, weights, options=options)
         set_optimizer_state_dict(self.raw, self.optimizer.optimizer, saved["optimizer"],
                                  options=StateDictOptions(full_state_dict=True))
-        self.scheduler.load_state_dict(saved["scheduler"])
+        self._set_schedule_position(self.state_step_of(saved))
         rng = saved["rng"]
         restore_rng(rng[self.fabric.global_rank] if self.fabric.global_rank < len(rng) else rng[0])
         counters = saved["state"]
         self.state = TrainState(**{f.name: counters[f.name] for f in dataclasses.fields(TrainState) if f.name in counters})
         self.fabric.print(f"Resuming from {folder} at step {self.state.step} (epoch {self.state.epoch})")
+
+    @staticmethod
+    def state_step_of(saved: dict[str, Any]) -> int:
+        return int(saved["state"]["step"])
+
+    def _set_schedule_position(self, step: int) -> None:
+        """Puts the learning-rate schedule at optimizer step `step` of this run's plan (its warmup, horizon, lr and
+        min_lr): the learning rate after a resume is a pure function of the step and the current arguments, never
+        the interrupted run's (possibly different) plan saved with the optimizer."""
+        scheduler = self.scheduler
+        scheduler.last_epoch = step
+        for group, base, factor in zip(self.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            group["initial_lr"] = base
+            group["lr"] = base * factor(step)
+        scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
     # ---------------------------------------------------------------------------------- loop
     def fit(self) -> Optional[Path]:
@@ -389,6 +394,10 @@ class _Trainer:
         is_rank_zero = fabric.global_rank == 0
         if is_rank_zero:
             run.out_dir.mkdir(parents=True, exist_ok=True)
+            freed = remove_stale_partial_saves(run.out_dir)
+            if freed is not None:
+                fabric.print(f"Removed {freed[0]} partial checkpoint folder(s) left by an interrupted save in "
+                             f"{run.out_dir} ({format_bytes(freed[1])} freed)")
         fabric.barrier()
         self.monitor = Monitor(
             enabled=is_rank_zero, out_dir=run.out_dir, logger_name=run.logger_name, total_steps=self.total_steps,
@@ -400,7 +409,8 @@ class _Trainer:
         # times slower; flushing them to zero changes nothing measurable in training
         flush = fabric.device.type == "cpu" and torch.set_flush_denormal(True)
         try:
-            return self._train()
+            with InterruptFlag() as self.interrupt:
+                return self._train()
         finally:
             self.monitor.close()
             if flush:
@@ -420,6 +430,11 @@ class _Trainer:
 
         window_loss = torch.zeros((), device=fabric.device)
         window_targets = 0
+        compiled_reported = False
+        speed_start = (start_time, start_tokens)  # the summary's tokens/s counts from here (after compilation)
+        if run.compile:
+            self.monitor.write("Compiling the model with torch.compile: the first step takes longer (often 30 s or "
+                               "more); the speed reported afterwards is the steady state")
         stopped_by = self._stop_rule(start_time)  # a resumed run may have nothing left to do
         while stopped_by is None:
             sampler = StepSampler(self.n_train, t.global_batch_size, t.micro_batch_size, self.world,
@@ -428,7 +443,7 @@ class _Trainer:
             # uses: a run resumed mid-epoch then draws the same random numbers as an uninterrupted one
             loader = torch.utils.data.DataLoader(
                 run.data.train_dataset, batch_sampler=sampler, collate_fn=run.data.collate,
-                num_workers=getattr(run.data, "loader_workers", 0),
+                num_workers=loader_workers(getattr(run.data, "loader_workers", 0)),
                 generator=torch.Generator().manual_seed(run.seed + self.state.epoch),
             )
             micro_batches: list[dict[str, torch.Tensor]] = []
@@ -436,8 +451,15 @@ class _Trainer:
                 micro_batches.append(batch)
                 if len(micro_batches) < self.accum:
                     continue
+                step_start = time.perf_counter()
                 loss_sum, targets, tokens = self._step(micro_batches)
                 micro_batches = []
+                if run.compile and not compiled_reported:
+                    compiled_reported = True
+                    self.monitor.write(f"torch.compile: the first step took {time.perf_counter() - step_start:.1f}s "
+                                       "(compilation); tokens/s below exclude it")
+                    throughput.reset()
+                    speed_start = (time.perf_counter(), self.state.tokens + tokens)
                 window_loss += loss_sum
                 window_targets += targets
                 throughput.add(tokens, t.global_batch_size)
@@ -462,6 +484,8 @@ class _Trainer:
                     self.monitor.log(metrics, s.step)
 
                 stopped_by = self._stop_rule(start_time)
+                if self._interrupted():
+                    stopped_by = "interrupt"
                 if s.step % e.interval == 0 and stopped_by is None:
                     paused = throughput.pause()
                     self._validate(e.max_iters)
@@ -482,6 +506,9 @@ class _Trainer:
 
         s = self.state
         run_seconds = time.perf_counter() - start_time
+        if stopped_by == "interrupt":
+            s.train_time += run_seconds
+            self._save_interrupted(last_save_step)
         if e.final_validation and last_val_step != s.step:
             self._validate(e.max_iters)
         s.train_time += run_seconds
@@ -495,11 +522,46 @@ class _Trainer:
             png = plot_losses(s.train_history, s.val_history, run.out_dir / "loss.png",
                               title=f"{run.verb}: loss ({run.out_dir.name})")
             val = s.val_history[-1][1] if s.val_history else None
-            print(summary_line(run.verb, s.step, s.tokens - start_tokens, run_seconds, val, final, stopped_by), flush=True)
+            speed_seconds = time.perf_counter() - speed_start[0] if run.compile else run_seconds
+            print(summary_line(run.verb, s.step, s.tokens - speed_start[1], speed_seconds, val, final, stopped_by),
+                  flush=True)
             if png is not None:
                 print(f"Loss curve: {png}", flush=True)
         fabric.barrier()
         return final if is_rank_zero else None
+
+    def _interrupted(self) -> bool:
+        """Whether Ctrl-C or SIGTERM arrived (on any process)."""
+        flag = self.interrupt.signum is not None
+        if self.world > 1:
+            import torch.distributed as dist
+
+            value = torch.tensor([float(flag)], device=self.fabric.device)
+            dist.all_reduce(value, op=dist.ReduceOp.MAX)
+            flag = bool(value.item())
+        return flag
+
+    def _save_interrupted(self, last_save_step: int) -> None:
+        """Saves a resumable checkpoint of the current step, prints the resume command, and raises
+        TrainingInterrupted. A second Ctrl-C while saving aborts the save; the previous checkpoint stays."""
+        signum = self.interrupt.signum or signal.SIGINT
+        code = 128 + int(signum)
+        folder = self.run.out_dir / step_dir_name(self.state.step)
+        self.interrupt.saving = True
+        try:
+            if last_save_step != self.state.step:
+                self.fabric.print(f"Interrupted ({signal.Signals(signum).name}): saving step {self.state.step} "
+                                  f"(Ctrl-C again to abort the save)...")
+                self._save_step(None)
+        except KeyboardInterrupt:
+            previous = step_checkpoints(self.run.out_dir)
+            where = f"the previous checkpoint {previous[-1][1]} is intact" if previous else "no checkpoint was written"
+            self.fabric.print(f"Save aborted; {where}.")
+            raise TrainingInterrupted(code, previous[-1][1] if previous else None) from None
+        finally:
+            self.interrupt.saving = False
+        self.fabric.print(f"Interrupted at step {self.state.step}; resume with: {resume_command(folder)}")
+        raise TrainingInterrupted(code, folder)
 
     def _announce(self) -> None:
         t, run = self.train_args, self.run
@@ -620,7 +682,7 @@ class _Trainer:
 
     def _sample(self) -> Optional[str]:
         """A continuation of the data module's example prompt, as text (rank 0), or None."""
-        from litgpt.generate.base import generate
+        from litgpt.generate.engine import generate
 
         e = self.eval_args
         max_new = 50 if e.max_new_tokens is None else e.max_new_tokens
@@ -674,7 +736,7 @@ class _Trainer:
             for name, sd in self.method.model_files(model_state, final).items():
                 torch.save(sd, folder / name)
             self.raw.config.save(folder)  # the model's own config (a tied family may have been untied on load)
-            copy_config_files(run.tokenizer_dir, folder)
+            copy_side_files(run.tokenizer_dir, folder)
             save_prompt_style(self.prompt_style, folder)
             write_yaml(to_plain(run.hyperparameters), folder / "hyperparameters.yaml")
             if run.extra_files is not None:
@@ -758,8 +820,6 @@ def _linking_writer(step_folder: Path) -> Callable[[Path], None]:
 
 
 def _flops_per_token(model: GPT, seq_len: int) -> float:
-    from litgpt.train.monitor import training_flops_per_token
-
     try:
         return training_flops_per_token(model, seq_len)
     except Exception:

@@ -117,6 +117,9 @@ def check_logger_available(name: str) -> None:
     import importlib.util
 
     module = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}.get(name)
+    if name == "litlogger":  # LitGPT's Lightning AI logger: accepted by the flags, not implemented here
+        raise ValueError("logger_name=litlogger (Lightning AI's hosted logger) is not supported; use csv, "
+                         "tensorboard, wandb or mlflow")
     if name not in ("csv", "tensorboard", "wandb", "mlflow"):
         raise ValueError(f"unknown logger_name {name!r}; expected csv, tensorboard, wandb or mlflow")
     if module and importlib.util.find_spec(module) is None:
