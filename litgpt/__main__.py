@@ -23,6 +23,10 @@ VERBS: dict[str, tuple[str, str, str]] = {
         "litgpt.scripts.convert_hf_checkpoint", "convert_hf_checkpoint",
         "Convert a Hugging Face checkpoint folder into lit_model.pth + model_config.yaml.",
     ),
+    "convert_to_gguf": (
+        "litgpt.scripts.convert_to_gguf", "convert_to_gguf",
+        "Export a checkpoint as one GGUF file for llama.cpp, Ollama and LM Studio (f16, bf16, q8_0, q4_0, f32).",
+    ),
     "convert_from_litgpt": (
         "litgpt.scripts.convert_lit_checkpoint", "convert_lit_checkpoint",
         "Export a litgpt checkpoint as a folder that transformers loads (config.json + safetensors).",

@@ -1,10 +1,11 @@
 """LLaMA-Adapter (Zhang et al. 2023) and LLaMA-Adapter v2 (Gao et al. 2023) for any `GPT`, by injection.
 
 Adapter: from layer `start_layer` on, each attention layer gets a learned prefix of `prompt_length` vectors.
-The prefix goes through the layer's own qkv projection (and qk norms, without RoPE) to prefix keys and
-values; every query attends to them on its own (no causal mask, its own softmax), and the result is added
-to the attention output through a per-head gate that starts at zero, so the injected model computes exactly
-what the base model computes.
+The prefix goes through the layer's own qkv projection (no qk norms, no RoPE) to prefix keys and values,
+read in LitGPT's per-group layout (see `AdapterAttention.prefix_keys_values`); every query attends to them on
+its own (no causal mask, its own softmax), and the result is added to the attention output (before the
+output projection) through a per-head gate that starts at zero, so the injected model computes exactly what
+the base model computes. The math is LitGPT 0.5's, so its adapter and adapter_v2 files give its logits.
 
 Adapter v2 adds, on top, a learnable bias and scale to every linear layer (y = scale * (base(x) + bias),
 starting at bias 0 and scale 1) and trains the norms' weights.
@@ -109,11 +110,30 @@ class AdapterAttention:
         """The layer's attention plus the gated attention of every query to the prefix: (B, T, nh * hs)."""
         return super().attend(q, k, v, *args, **kwargs) + self.prefix_attention(q)
 
+    def prefix_keys_values(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prefix's keys and values, each (1, ng, L, hs), as LitGPT 0.5 computes them.
+
+        The prefix goes through the layer's qkv projection (its bias, and in v2 its adapter bias and scale,
+        included), and its output features are read per query group as [the group's queries, its key, its
+        value], unlike the tokens' own projection ([all queries | all keys | all values]). No qk norm, no RoPE.
+        LitGPT's adapter and adapter_v2 files are trained with this reading (observed, not documented), so it
+        is the one that gives their numbers."""
+        cfg = self.config
+        nh, ng, hs = cfg.n_head, cfg.n_query_groups, cfg.head_size
+        L = self.adapter_prefix.size(0)
+        kv = self.qkv(self.adapter_prefix.unsqueeze(0))  # (1, L, (nh + 2 ng) hs)
+        kv = kv.view(1, L, ng, nh // ng + 2, hs)  # per group: nh // ng queries, one key, one value
+        return kv[:, :, :, -2].transpose(1, 2), kv[:, :, :, -1].transpose(1, 2)  # (1, ng, L, hs) each
+
     def prefix_attention(self, q: torch.Tensor) -> torch.Tensor:
-        """gate * softmax(q pk^T * scale) pv for queries q (B, nh, T, hs), as (B, T, nh * hs)."""
+        """gate * softmax(q pk^T * scale) pv for queries q (B, nh, T, hs) (after RoPE), as (B, T, nh * hs).
+
+        Every query sees the whole prefix (no mask) in a softmax of its own; the scale and the logit
+        softcapping are those of the layer's attention; the gate multiplies each head's result as is (no
+        tanh)."""
         cfg = self.config
         B, nh, T, hs = q.shape
-        _, pk, pv = self.qkv_heads(self.adapter_prefix.unsqueeze(0))  # (1, ng, L, hs), no RoPE
+        pk, pv = self.prefix_keys_values()
         pk, pv = pk.to(q.dtype).expand(B, -1, -1, -1), pv.to(q.dtype).expand(B, -1, -1, -1)
         scale = 1.0 / math.sqrt(cfg.attention_scores_scalar or hs)
         if cfg.attention_logit_softcapping is None:
@@ -121,7 +141,7 @@ class AdapterAttention:
         else:
             everything = torch.ones(T, pk.size(2), dtype=torch.bool, device=q.device)
             y = self._eager_attention(q, pk, pv, everything, scale, cfg.attention_logit_softcapping)
-        y = y * self.adapter_gate.to(y.dtype).view(1, nh, 1, 1)
+        y = y * self.adapter_gate.to(y.dtype).view(1, nh, 1, 1)  # (B, nh, T, hs)
         return y.transpose(1, 2).reshape(B, T, nh * hs)
 
 

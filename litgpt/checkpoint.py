@@ -11,11 +11,9 @@ Quantized loading (`litgpt.quantization.loading`) sits in the same layer and sha
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
-import torch
 import torch.nn as nn
 
 from litgpt.adapter import (
@@ -55,19 +53,9 @@ def load_checkpoint(model: nn.Module, path: PathLike, strict: bool = True) -> No
     apply_peft_files(model, Path(path).parent)
     if strict:
         check_state_dict_matches(model.state_dict(), state, path)
-    config = getattr(model, "config", None)
-    tied = config is not None and getattr(config, "tie_embeddings", False)
-    if tied and not _same_tensor_values(state.get("lm_head.weight"), state.get("transformer.wte.weight")):
-        model.lm_head.weight = nn.Parameter(model.lm_head.weight.detach().clone())
-        model.config = dataclasses.replace(config, tie_embeddings=False)
-        tied = False
+    # GPT.load_state_dict unties a tied head when the checkpoint's lm_head and wte differ, and keeps (or
+    # re-makes, after assign=True) the tie when they are equal
     model.load_state_dict(state, strict=strict, assign=any(p.is_meta for p in model.parameters()))
-    if tied:  # assign=True replaces both parameters: share them again
-        model.lm_head.weight = model.transformer.wte.weight
-
-
-def _same_tensor_values(a: Optional[torch.Tensor], b: Optional[torch.Tensor]) -> bool:
-    return a is None or b is None or (a.shape == b.shape and torch.equal(a, b))
 
 
 def check_base_checkpoint(checkpoint_dir: PathLike) -> Path:

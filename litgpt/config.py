@@ -297,7 +297,7 @@ class Config:
                 del data[key]
         if data.get("tie_embeddings") is False:
             # LitGPT's behaviour: a tied-by-default family is untied at load time when the checkpoint's
-            # two matrices differ (see litgpt.utils.load_checkpoint), so False never needs writing
+            # two matrices differ (GPT.load_state_dict unties them), so False never needs writing
             del data["tie_embeddings"]
         path = Path(checkpoint_dir) / "model_config.yaml"
         tmp = path.with_name(path.name + ".tmp")

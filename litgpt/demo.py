@@ -71,6 +71,19 @@ def train_tokenizer(train_dir: Path, tokenizer_dir: Path, vocab_size: int) -> Pa
     return tokenizer_dir
 
 
+def demo_tokenizer(tokenizer_dir: Path, vocab_size: int = 2048) -> Path:
+    """A byte-level BPE tokenizer trained on Python's documentation topics, written to `tokenizer_dir` (reused when
+    already there): what benchmarks and examples use for a random-weight model without downloading anything."""
+    import tempfile
+
+    from pydoc_data.topics import topics
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (_, text) in enumerate(sorted(topics.items())):
+            (Path(tmp) / f"{i:03d}.txt").write_text(text, encoding="utf-8")
+        return train_tokenizer(Path(tmp), Path(tokenizer_dir), vocab_size)
+
+
 def pick_thread_count(config: Config, batch_size: int, seq_len: int) -> int:
     """The faster of 1 thread and torch's default on this machine right now (a shared 2-core machine can be
     several times slower with 2 threads than with 1 when other work runs), from two timed training steps."""

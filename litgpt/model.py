@@ -302,17 +302,24 @@ class GPT(nn.Module):
     ) -> None:
         """Allocates a static KV cache of `max_seq_length` slots (default: the model's) in every layer.
 
-        `rope_cache_length` is LitGPT's argument of the keys' RoPE width (default: the heads' own layout).
+        A cache longer than the model's `max_seq_length` (at most `block_size`) raises `max_seq_length` to
+        match, so the RoPE tables cover every slot. `rope_cache_length` is LitGPT's argument of the keys' RoPE
+        width (default: the heads' own layout).
         """
         max_seq_length = max_seq_length or self.max_seq_length
+        if max_seq_length > self.config.block_size:
+            raise ValueError(
+                f"KV cache length {max_seq_length} exceeds the model's block_size={self.config.block_size}"
+            )
         if max_seq_length > self.max_seq_length:
-            raise ValueError(f"KV cache length {max_seq_length} exceeds max_seq_length={self.max_seq_length}")
+            self.max_seq_length = max_seq_length
         device = device or self.lm_head.weight.device
         if dtype is None:  # the compute dtype: quantized weights are integers, norms and scales are not
             floats = [t.dtype for t in (*self.parameters(), *self.buffers()) if t.is_floating_point()]
             dtype = floats[0] if floats else torch.get_default_dtype()
         for block in self.transformer.h:
-            block.attn.kv_cache = block.attn.build_kv_cache(batch_size, max_seq_length, rope_cache_length, device, dtype)
+            attn = block.attn
+            attn.kv_cache = attn.build_kv_cache(batch_size, max_seq_length, rope_cache_length, device, dtype)
 
     def clear_kv_cache(self) -> None:
         """Frees the KV caches."""

@@ -11,7 +11,11 @@ from typing import Literal, Optional
 
 import torch
 
-Precision = Literal["32-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true"]
+Precision = Literal["32-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "32", "bf16", "16"]
+"""A training precision flag: Lightning's names, and the short ones Lightning (and LitGPT) also accept."""
+
+SHORT_NAMES = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
+"""Lightning's short precision names and what they mean."""
 
 COMPUTE_DTYPES: dict[str, torch.dtype] = {
     "32-true": torch.float32,
@@ -33,7 +37,9 @@ MIXED_PRECISIONS: dict[str, torch.dtype] = {
 
 
 def check_training_precision(precision: Optional[str]) -> Optional[str]:
-    """Returns `precision` if it is a training precision (or None), else a one-line ValueError."""
+    """Returns the full name of a training precision (`bf16` -> `bf16-mixed`, as Lightning reads it), None for
+    None, else a one-line ValueError."""
+    precision = SHORT_NAMES.get(str(precision), precision) if precision is not None else None
     if precision is None or precision in TRAINING_PRECISIONS:
         return precision
     raise ValueError(f"precision must be one of {', '.join(TRAINING_PRECISIONS)}, got {precision!r}")

@@ -72,7 +72,9 @@ def test_prefix_attention_is_a_gated_softmax_over_the_projected_prefix():
     q = torch.randn(2, 4, 6, 16)
     got = attn.prefix_attention(q)
     qkv = attn.qkv(attn.adapter_prefix)  # (5, (4 + 2 + 2) * 16)
-    k, v = qkv[:, 64:96].view(5, 2, 16), qkv[:, 96:].view(5, 2, 16)
+    # LitGPT's reading of the prefix projection: per query group [2 queries, key, value], 16 features each
+    groups = qkv.view(5, 2, 4, 16)
+    k, v = groups[:, :, 2], groups[:, :, 3]
     k, v = k.repeat_interleave(2, dim=1).transpose(0, 1), v.repeat_interleave(2, dim=1).transpose(0, 1)
     probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(16), dim=-1)  # every query sees every prefix slot
     expected = (0.7 * (probs @ v)).transpose(1, 2).reshape(2, 6, 64)

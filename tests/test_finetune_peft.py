@@ -121,7 +121,7 @@ def test_resume_of_a_lora_run_equals_the_uninterrupted_run(checkpoint, data_file
 
 
 def test_qlora_nf4_trains_on_the_cpu_and_writes_full_precision_merged_weights(checkpoint, data_file, tmp_path):
-    pytest.importorskip("bitsandbytes")
+    import bitsandbytes  # noqa: F401 (a test dependency: missing means failing)
     out = tmp_path / "out"
     assert cli.main(args("finetune_lora", checkpoint, data_file, out, "--quantize", "bnb.nf4", "--precision",
                          "bf16-true", epochs=1)) == 0

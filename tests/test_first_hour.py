@@ -74,3 +74,14 @@ def test_ctrl_c_outside_training_is_one_line(checkpoint, tmp_path):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode in (0, 130) and "Traceback" not in err
+
+
+def test_chat_with_a_budget_larger_than_the_context_is_clamped_once(checkpoint, tmp_path):
+    # the tiny model's context is 128 tokens; chat's default max_new_tokens is 512
+    proc = subprocess.run([sys.executable, "-m", "litgpt", "chat", str(checkpoint), "--temperature", "0",
+                           "--precision", "32-true"], cwd=tmp_path, input="Hi\nHow are you?\nBye\n/quit\n",
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("max_new_tokens=512") == 1  # said once, not inside every answer
+    assert "Warning" not in proc.stdout + proc.stderr
+    assert proc.stdout.count(">> User:") >= 3  # every message got an answer

@@ -17,8 +17,10 @@ from litgpt.generate.engine import (
     fit_to_context,
     generate,
     kv_cache_shape,
+    generate_stream,
     prepare_cache,
     sample,
+    top_p_filter,
 )
 from litgpt.tokenizer import Tokenizer
 from tests._gen_helpers import FAMILIES, shrunk
@@ -170,6 +172,35 @@ def test_stop_string_filter_holds_back_possible_starts_and_cuts_across_pieces():
     assert g.push("a\n") == "a"
     assert g.flush() == "\n"  # end of text: what was held comes out
 
+
+def test_top_p_filter_keeps_the_smallest_nucleus_reaching_top_p():
+    logits = torch.tensor([[1.0, 2.0, 3.0, 0.5], [0.0, 0.0, 0.0, 0.0]])  # row 0: probabilities .09 .23 .64 .05
+    out = top_p_filter(logits, 0.7)
+    assert out[0].isinf().tolist() == [True, False, False, True]
+    assert out[1].isinf().sum() == 1  # 3 of 4 equal tokens reach 0.7
+    assert top_p_filter(logits, 0.0).isinf().sum(-1).tolist() == [3, 3]  # the most likely token always stays
+
+
+def test_generate_stream_takes_a_sampler_per_batch(model):
+    prompts = [torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6])]
+    model.set_kv_cache(2, 16)
+    seen = []
+
+    def lowest_id(logits):
+        seen.append(tuple(logits.shape))
+        return torch.zeros(logits.size(0), dtype=torch.long)
+
+    steps = list(generate_stream(model, prompts, 4, sample_fn=lowest_id))
+    assert steps == [[0, 0]] * 4 and seen == [(2, 64)] * 4
+
+
+def test_text_row_with_include_stop_keeps_the_stop_sequence_and_holds_nothing_back():
+    row = TextRow(stop_tokens=[[7, 8]], decode=False, include_stop=True)
+    assert row.add(3) is False and row.add(7) is False
+    assert row.take() == [3, 7]  # nothing held back
+    assert row.add(8) is True
+    row.finish()
+    assert row.take() == [8] and row.token_ids() == [3, 7, 8] and row.finish_reason == "stop"
 
 def test_text_row_drops_a_multi_token_stop_sequence_and_releases_a_broken_one(tokenizer):
     a, b, c = tokenizer.encode("cat", bos=False)[0].item(), tokenizer.encode("dog", bos=False)[0].item(), 60

@@ -35,6 +35,7 @@ LAYERS: dict[str, int] = {
     "litgpt.quantization": 4,
     "litgpt.quantization.loading": 4,
     "litgpt.scripts.hf_families": 4,
+    "litgpt.scripts.gguf_families": 4,
     # 5: data and engines
     "litgpt.data": 5,
     "litgpt.args": 5,

@@ -393,7 +393,7 @@ def test_latent_attention_config_errors():
 
 
 def _hf_deepseek(q_lora_rank, rope_interleave):
-    transformers = pytest.importorskip("transformers")
+    import transformers
     hf_config = transformers.DeepseekV3Config(
         hidden_size=64, intermediate_size=96, moe_intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=4, q_lora_rank=q_lora_rank, kv_lora_rank=12, qk_rope_head_dim=8, qk_nope_head_dim=16,
@@ -459,3 +459,15 @@ def test_attention_scale_of_latent_attention_is_qk_head_dim():
     scores = (q @ k.transpose(-1, -2)) / math.sqrt(24)
     scores = scores.masked_fill(~torch.ones(3, 3, dtype=torch.bool).tril(), float("-inf"))
     torch.testing.assert_close(out, (scores.softmax(-1) @ v).transpose(1, 2))
+
+
+def test_kv_cache_longer_than_max_seq_length_extends_the_rope_tables():
+    """LitGPT accepts a cache longer than `max_seq_length`; here the RoPE tables grow with it (up to block_size)."""
+    model = GPT(llama_config())
+    model.max_seq_length = 8
+    model.set_kv_cache(batch_size=1, max_seq_length=12)
+    assert model.transformer.h[0].attn.kv_cache.k.size(2) == 12 and model.max_seq_length == 12
+    with torch.no_grad():
+        assert model(torch.zeros(1, 12, dtype=torch.long), input_pos=torch.arange(12)).shape == (1, 12, 64)
+    with pytest.raises(ValueError, match="block_size"):
+        model.set_kv_cache(batch_size=1, max_seq_length=33)

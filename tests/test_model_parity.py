@@ -12,13 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-transformers = pytest.importorskip("transformers")
+import transformers
 
 from litgpt import GPT, Config  # noqa: E402
 from litgpt.scripts.convert_hf_checkpoint import convert_hf_checkpoint  # noqa: E402
 from litgpt.scripts.convert_lit_checkpoint import convert_lit_checkpoint  # noqa: E402
-from litgpt.utils import load_checkpoint  # noqa: E402
-from litgpt.checkpoint import load_checkpoint
+from litgpt.checkpoint import load_checkpoint  # noqa: E402
 
 VOCAB = 97
 SEQ = 20

@@ -54,11 +54,11 @@ def litgpt_model(case: str):
 
 
 LORA_CASES = ["lora_llama", "lora_pythia_key", "lora_mixtral"]
-ADAPTER_CASES = ["adapter_llama", "adapter_v2_llama", "adapter_v2_mixtral"]
-# LitGPT's adapter prefix attention computes something else than ours (not identified yet): its files load
-# with every key and shape in place, but the logits differ; strict xfail so that a fix shows up
-ADAPTER_LOGITS_DIFFER = pytest.mark.xfail(strict=True, reason="LitGPT's adapter prefix math is not matched yet")
-CASES = LORA_CASES + [pytest.param(c, marks=ADAPTER_LOGITS_DIFFER) for c in ADAPTER_CASES]
+# llama: GQA; pythia: qkv bias, partial RoPE, MHA, prompt length 1 from layer 0; qwen3: qk norms, MQA, last layer
+# only; gemma2: softcapping, attention_scores_scalar, a sliding window shorter than the input
+ADAPTER_CASES = ["adapter_llama", "adapter_v2_llama", "adapter_v2_mixtral", "adapter_pythia", "adapter_qwen3",
+                 "adapter_v2_gemma2"]
+CASES = LORA_CASES + ADAPTER_CASES
 
 
 @pytest.mark.parametrize("case", LORA_CASES + ADAPTER_CASES)
@@ -114,6 +114,23 @@ def test_litgpt_files_load_into_our_injected_model_through_the_one_key_mapping(c
         torch.testing.assert_close(model.eval()(io["idx"]), io["logits"], atol=2e-5, rtol=1e-5)
     # and back: our model's state in LitGPT's layout is LitGPT's state dict
     assert set(litgpt_style.state_dict()) == set(torch.load(folder / "full_state.pth"))
+
+
+@pytest.mark.parametrize("case", ADAPTER_CASES)
+def test_litgpt_adapter_files_give_litgpt_logits_through_the_kv_cache(case):
+    """Prefill and decode steps with the KV cache give LitGPT's full-sequence logits (the prefix is attended by
+    every new query, whatever its position). Compared with LitGPT's full forward, not its KV path: LitGPT 0.5.13's
+    own KV path differs from its full forward with logit softcapping (Gemma 2), with or without an adapter."""
+    _, model, folder = litgpt_model(case)
+    _, io, _ = fixture(case)
+    model.load_state_dict(torch.load(folder / "full_state.pth"))
+    idx, expected = io["idx"], io["logits"]
+    model.max_seq_length = idx.size(1)
+    model.set_kv_cache(batch_size=idx.size(0))
+    with torch.no_grad():
+        prefill = model(idx[:, :6], input_pos=torch.arange(6))
+        steps = [model(idx[:, t : t + 1], input_pos=torch.tensor([t])) for t in range(6, idx.size(1))]
+    torch.testing.assert_close(torch.cat([prefill, *steps], dim=1), expected, atol=2e-5, rtol=1e-5)
 
 
 def test_lora_names_with_litgpt_arguments():

@@ -137,7 +137,8 @@ def test_recipe_with_model_name_and_model_config_trains(tmp_path, monkeypatch, o
     path = RECIPES / "pretrain_model_config.yaml"
     lay_out(path, tmp_path)
     monkeypatch.chdir(tmp_path)
-    assert cli.main(["pretrain", "--config", str(path), "--accelerator", "cpu"]) == 0
+    with pytest.warns(UserWarning, match="overrides model_name"):
+        assert cli.main(["pretrain", "--config", str(path), "--accelerator", "cpu"]) == 0
     final = tmp_path / "out" / "pretrain" / "debug" / "final"
     assert Config.from_file(final / "model_config.yaml").name == "tiny-debug"
 

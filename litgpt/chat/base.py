@@ -65,6 +65,13 @@ class ChatSession:
         self.history: list[Message] = []
         self.last_generation: Optional[Generation] = None
         self.dropped_turns = 0
+        self._warned_budget = False
+
+    @property
+    def reserve(self) -> int:
+        """Room kept free for the answer when older turns are dropped: max_new_tokens, but at most half the
+        context, so a budget larger than the context does not push the whole history out on every turn."""
+        return max(1, min(self.max_new_tokens, self.context // 2))
 
     @property
     def context(self) -> int:
@@ -95,7 +102,7 @@ class ChatSession:
         while True:
             text = self.prompt_style.apply_conversation(self.messages(message))
             ids = self.llm.tokenizer.encode(text, device=self.llm.device)
-            if ids.numel() + self.max_new_tokens <= self.context or not self.history:
+            if ids.numel() + self.reserve <= self.context or not self.history:
                 break
             del self.history[:2]  # the oldest user message and its answer
             dropped += 1
@@ -114,9 +121,14 @@ class ChatSession:
             message: the user's new message.
         """
         ids = self.encode(message)
+        budget = min(self.max_new_tokens, self.context - ids.numel())
+        if budget < self.max_new_tokens and not self._warned_budget:
+            self._warned_budget = True
+            print(f"(note: max_new_tokens={self.max_new_tokens} is more than the model's context of {self.context} "
+                  f"tokens leaves after the conversation; answers stop at the room left)", file=sys.stderr)
         row = TextRow(self.llm.tokenizer, self.stop_tokens, self.stop_strings)
         generation = Generation(
-            self.llm.model, [ids], [row], self.max_new_tokens, **self.sampling, step_fn=self.llm.step_fn,
+            self.llm.model, [ids], [row], budget, **self.sampling, step_fn=self.llm.step_fn,
             fixed_cache_len=self.llm.fixed_kv_cache_size, bucket_cache=self.llm.step_fn is not None,
         )
         self.last_generation = generation
@@ -299,6 +311,7 @@ def main(
     precision: Optional[str] = None,
     compile: bool = False,
     multiline: bool = False,
+    access_token: Optional[str] = None,
     seed: Optional[int] = None,
 ) -> None:
     """Chat with a model: answers are streamed and the conversation is remembered.
@@ -311,7 +324,9 @@ def main(
     Args:
         checkpoint_dir: A checkpoint folder (lit_model.pth, model_config.yaml and the tokenizer files).
         sys_prompt: A system prompt for the conversation (default: the prompt style's, if any).
-        max_new_tokens: At most this many tokens per answer; this much room is kept free in the context.
+        max_new_tokens: At most this many tokens per answer, and never more than the room the conversation leaves
+            in the context (a note says so once); up to this much room (at most half the context) is kept free
+            by dropping the oldest turns.
         top_k: Sample among the k most likely tokens only (1 is greedy).
         top_p: Sample among the most likely tokens whose probability mass reaches top_p, in (0, 1].
         temperature: Sampling temperature; 0 is greedy decoding.
@@ -322,6 +337,7 @@ def main(
             else 32-true.
         compile: Compile the decode step with torch.compile (the first answer waits for the compilation).
         multiline: Messages may span several lines; end each with a line holding only /send.
+        access_token: Hugging Face token, to download `checkpoint_dir` (a model name) when it is not on disk.
         seed: Random seed for sampling (default: not seeded).
     """
     from litgpt.api import LLM, check_quantize
@@ -332,6 +348,10 @@ def main(
     check_quantize(quantize)
     check_precision(precision)
     check_sampling_args(temperature, top_k, top_p, max_new_tokens)
+    if access_token is not None and not Path(checkpoint_dir).is_dir():
+        from litgpt.utils import auto_download_checkpoint
+
+        checkpoint_dir = auto_download_checkpoint(str(checkpoint_dir), access_token=access_token)
     check_valid_checkpoint_dir(checkpoint_dir)
     llm = LLM.load(str(checkpoint_dir), distribute=None)
     llm.distribute(precision=precision, quantize=quantize, compile=compile)

@@ -78,7 +78,8 @@ class TrainingFlags:
     log: LogArgs = _flag("experiment-tracker names.", factory=LogArgs)
     optimizer: Union[str, dict] = _flag(
         'a torch.optim class name (AdamW) or {"class_path": ..., "init_args": {...}}.', "AdamW")
-    logger_name: LoggerName = _flag("csv (always written), or also tensorboard, wandb or mlflow.", "csv")
+    logger_name: LoggerName = _flag(
+        "csv (always written), or also tensorboard, wandb or mlflow (LitGPT's litlogger is refused in one line).", "csv")
     seed: int = _flag("random seed: the data order and the initialisation of new weights.", 1337)
     access_token: Optional[str] = _flag(
         "Hugging Face token for gated datasets (default: the HF_TOKEN environment variable).")
@@ -170,7 +171,6 @@ def training_verb(order: str, help: Optional[dict[str, str]] = None, **defaults:
         verb.__annotations__ = {p.name: p.annotation for p in params} | {"return": Optional[Path]}
         verb.__doc__ = _render(head, docs)
         verb.__name__, verb.__qualname__, verb.__module__ = body.__name__, body.__qualname__, body.__module__
-        verb.body = body  # type: ignore[attr-defined]
         return verb
 
     return decorate

@@ -29,7 +29,8 @@ from litgpt.config import Config
 from litgpt.finetune.common import QLORA_MODES, TrainingFlags, run_finetuning
 from litgpt.lora import LORA_FILE, LoRASettings, inject_lora, is_lora_key, linear_sites, merge_lora_state
 from litgpt.model import GPT
-from litgpt.precision import MIXED_PRECISIONS, default_training_precision as default_precision, resolve_device
+from litgpt.precision import MIXED_PRECISIONS, check_training_precision, resolve_device
+from litgpt.precision import default_training_precision as default_precision
 from litgpt.train.loop import Method
 from litgpt.utils import load_state_dict, parse_dtype
 
@@ -42,6 +43,7 @@ def training_precision(precision: Optional[str], quantize: Optional[str], accele
     """The precision a PEFT run trains in: the given one, or the loop's default (bf16-mixed); with --quantize,
     a "-true" precision (default bf16-true, 16-true on GPUs without bfloat16). Mixed precision with quantized
     weights is a one-line error."""
+    precision = check_training_precision(precision)
     if quantize is None:
         return precision or default_precision(accelerator)
     if precision is None:

@@ -43,7 +43,8 @@ def convert_hf_checkpoint(
     else it is inferred from `config.json`.
 
     Args:
-        checkpoint_dir: Folder holding the Hugging Face weights and `config.json`.
+        checkpoint_dir: Folder holding the Hugging Face weights and `config.json`, or a `.gguf` file (imported
+            into the folder of the same name without `.gguf`; quantized tensors are dequantized).
         model_name: A registry name whose config to use instead of inferring it from `config.json`.
         dtype: Cast the weights to this precision (float32, float16 or bfloat16); default: keep them.
 
@@ -51,6 +52,10 @@ def convert_hf_checkpoint(
         The path of the written `lit_model.pth`.
     """
     checkpoint_dir = Path(checkpoint_dir)
+    if checkpoint_dir.suffix == ".gguf" and checkpoint_dir.is_file():  # a GGUF file -> a folder beside it
+        from litgpt.scripts.gguf_families import convert_gguf_file
+
+        return convert_gguf_file(checkpoint_dir, dtype=parse_dtype(dtype))
     if not checkpoint_dir.is_dir():
         raise FileNotFoundError(f"checkpoint directory {checkpoint_dir} does not exist")
     target_dtype = parse_dtype(dtype)

@@ -149,7 +149,7 @@ def check_run(method: Method, run: TrainingRun) -> Optional[Path]:
     run.train.validate()
     run.eval.validate()
     check_logger_available(run.logger_name)
-    check_training_precision(run.precision)
+    run.precision = check_training_precision(run.precision)
     if run.strategy not in ("auto", "ddp", "fsdp"):
         raise ValueError(f"strategy must be auto, ddp or fsdp, got {run.strategy!r}")
     if run.num_nodes < 1:

@@ -2,7 +2,7 @@
 tests/test_peft_compat.py.
 
 Run with the reference venv (`bash ../shared/bench/anchor.sh` builds it):
-    $REF/bin/python tests/compat/make_peft_fixtures.py tests/fixtures/litgpt_peft
+    $REF/bin/python tests/compat/make_peft_fixtures.py tests/fixtures/litgpt_peft [CASE ...]
 Each sub-folder holds what LitGPT's finetune verbs write (checked against `litgpt finetune_lora` /
 `finetune_adapter_v2` runs: the trainable tensors under a "model" key in `lit_model.pth.lora`,
 `lit_model.pth.adapter` or `lit_model.pth.adapter_v2`, the `lora_*` flags in hyperparameters.yaml), the base
@@ -34,10 +34,21 @@ CASES = {
     "adapter_v2_llama": ("adapter_v2", "Llama-3.2-1B", dict(LLAMA, adapter_prompt_length=3, adapter_start_layer=1)),
     "adapter_v2_mixtral": ("adapter_v2", "Mixtral-8x7B-v0.1", dict(LLAMA, n_expert=3, n_expert_per_token=2,
                                                                     adapter_prompt_length=2, adapter_start_layer=2)),
+    # qkv bias, partial RoPE, one query per group, a one-vector prefix from layer 0
+    "adapter_pythia": ("adapter", "pythia-14m", dict(TINY, adapter_prompt_length=1, adapter_start_layer=0)),
+    # qk norms and one key/value group (MQA), from the last layer only
+    "adapter_qwen3": ("adapter", "Qwen3-0.6B", dict(TINY, n_query_groups=1, intermediate_size=24,
+                                                    adapter_prompt_length=4, adapter_start_layer=2)),
+    # logit softcapping, attention_scores_scalar, post norms, a sliding window shorter than the input
+    "adapter_v2_gemma2": ("adapter_v2", "gemma-2-2b", dict(LLAMA, sliding_window_size=4, adapter_prompt_length=2,
+                                                           adapter_start_layer=0)),
 }
 
 out = Path(sys.argv[1])
+only = set(sys.argv[2:])  # optional case names: write only those (each case is seeded on its own)
 for case, (module_name, name, overrides) in CASES.items():
+    if only and case not in only:
+        continue
     module = __import__(f"litgpt.{module_name}", fromlist=["GPT"])
     torch.manual_seed(0)
     config = module.Config.from_name(name, **overrides)

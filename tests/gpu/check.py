@@ -148,7 +148,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             else:
                 from tests.gpu.sections import Context, run_section
 
-                os.environ.update({k: v for k, v in env.items() if k != "PYTHONPATH"})
+                os.environ.update(env)
                 ctx = Context(work=work, out=out, dry_run=args.dry_run, deadline=time.monotonic() + limit)
                 got = run_section(name, ctx)
             timings[name] = next((r["value"] for r in got if r["check"] == "_seconds"), None)

@@ -14,8 +14,8 @@ decode loop over `litgpt.generate.engine.prefill` / `decode_one_token`, and repo
 Modes alternate over `--rounds` rounds (this machine is shared; medians and same-round ratios are what count).
 Not a test: run it by hand, e.g.
 
-    .venv/bin/python benchmarks/quantize_bench.py --rounds 5
-    .venv/bin/python benchmarks/quantize_bench.py --modes bf16 int8 int4-g32 int4-g64 int4-g128 --threads 2
+    .venv/bin/python tests/benchmarks/quantize_bench.py --rounds 5
+    .venv/bin/python tests/benchmarks/quantize_bench.py --modes bf16 int8 int4-g32 int4-g64 int4-g128 --threads 2
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def rss_mb() -> float:

@@ -10,8 +10,8 @@ Every request asks for exactly `--max_new_tokens` greedy tokens (no stop token: 
 script prints generated tokens per second of both phases, their ratio (continuous batching at work) and the
 p50 / p95 latency of a request. Run from the repository root:
 
-    python benchmarks/serve_bench.py                      # 16 clients, 64 new tokens per request
-    python benchmarks/serve_bench.py --clients 32 --max_new_tokens 128 --precision 32-true
+    python tests/benchmarks/serve_bench.py                      # 16 clients, 64 new tokens per request
+    python tests/benchmarks/serve_bench.py --clients 32 --max_new_tokens 128 --precision 32-true
 """
 
 from __future__ import annotations
@@ -28,11 +28,9 @@ from pathlib import Path
 import requests
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from litgpt import GPT, Config  # noqa: E402
 from litgpt.deploy.serve import BackgroundServer  # noqa: E402
-from tests._tokenizers import make_hf_tokenizer  # noqa: E402
+from litgpt.demo import demo_tokenizer  # noqa: E402
 
 WORDS = "the quick brown fox jumps over a lazy dog while llamas eat grass in the sun".split()
 
@@ -44,7 +42,7 @@ def make_checkpoint(directory: Path, model_name: str) -> Path:
     model = GPT(config).to(torch.bfloat16)
     torch.save(model.state_dict(), directory / "lit_model.pth")
     config.save(directory)
-    make_hf_tokenizer(directory)
+    demo_tokenizer(directory)
     return directory
 
 

@@ -5,8 +5,8 @@ Builds a random-weight checkpoint of a registry config (default SmolLM2-135M) wi
 tokenizer, then times `LLM.benchmark` (greedy, `--new_tokens` per prompt). Prints one JSON line per case
 and the batched / batch-1 ratio. Not a test: run it by hand on a quiet machine, e.g.
 
-    .venv/bin/python benchmarks/generate_bench.py --batch 8
-    .venv/bin/python benchmarks/generate_bench.py --batch 8 --compile   # adds the compiled cases
+    .venv/bin/python tests/benchmarks/generate_bench.py --batch 8
+    .venv/bin/python tests/benchmarks/generate_bench.py --batch 8 --compile   # adds the compiled cases
 """
 
 from __future__ import annotations
@@ -20,10 +20,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests._tokenizers when run from a clone
-
 from litgpt import GPT, LLM, Config  # noqa: E402
-from tests._tokenizers import make_hf_tokenizer  # noqa: E402
+from litgpt.demo import demo_tokenizer  # noqa: E402
 
 
 def run_case(llm: LLM, prompts: list[str], new_tokens: int, runs: int) -> dict:
@@ -57,7 +55,7 @@ def main() -> None:
     prompts = [" ".join(words[(i + j) % len(words)] for j in range(args.prompt_words)) for i in range(args.batch)]
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp)
-        make_hf_tokenizer(ckpt)
+        demo_tokenizer(ckpt)
         # the model keeps its real vocabulary (the LM head is a large part of each step); the tiny
         # tokenizer only ever produces ids below 256
         torch.save(GPT(config).state_dict(), ckpt / "lit_model.pth")
