@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import math
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path

@@ -10,11 +10,10 @@ import torch
 import torch.nn as nn
 
 from litgpt.config import Config
-from litgpt.data.base import DataModule
 from litgpt.model import GPT
 from litgpt.finetune.common import TrainingFlags, training_verb
 from litgpt.train.args import EvalArgs, TrainArgs
-from litgpt.train.loop import Method, TrainingRun, fit
+from litgpt.train.loop import Method, Problems, TrainingRun, fit
 from litgpt.utils import TOKENIZER_FILES
 from litgpt.checkpoint import load_checkpoint
 
@@ -121,11 +120,18 @@ def pretrain(
 
         print("\n".join(sorted(name_to_config)))
         return None
-    if flags.data is None:
-        raise ValueError("pass a dataset, e.g. --data TextFiles --data.train_data_path DIR (or TinyLlama, OpenWebText)")
-    config = resolve_config(model_name, model_config, initial_checkpoint_dir)
+    # every argument is checked before anything is created, and all problems are reported together
+    problems = Problems()
+    method = Pretraining(initial_checkpoint_dir)
+    config = None
+    with problems.check():
+        if initial_checkpoint_dir is not None:
+            method.check()
+    if not problems.errors or model_name is not None or model_config is not None:
+        with problems.check():
+            config = resolve_config(model_name, model_config, initial_checkpoint_dir)
     train = flags.train
-    if train.tie_embeddings is not None and train.tie_embeddings != config.tie_embeddings:
+    if config is not None and train.tie_embeddings is not None and train.tie_embeddings != config.tie_embeddings:
         import dataclasses
 
         config = dataclasses.replace(config, tie_embeddings=train.tie_embeddings)
@@ -139,7 +145,7 @@ def pretrain(
         compile=flags.compile, resume=flags.resume, seed=flags.seed, logger_name=flags.logger_name,
         hyperparameters=flags.hyperparameters,
     )
-    return fit(Pretraining(initial_checkpoint_dir), run)
+    return fit(method, run, problems)
 
 
 setup = pretrain  # LitGPT's Python name (`from litgpt.pretrain import setup`)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
-import math
 import os
 import pickle
 import shutil
@@ -193,6 +192,15 @@ _DTYPES = {
     "float16": torch.float16, "fp16": torch.float16, "half": torch.float16, "16-true": torch.float16,
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "bf16-true": torch.bfloat16,
 }
+
+
+def litgpt_cache_dir() -> Path:
+    """litgpt's cache folder (tokenized corpora, compiled kernels): `$LITGPT_CACHE_DIR`, else
+    `$XDG_CACHE_HOME/litgpt`, else `~/.cache/litgpt`. Never a folder of the user's data."""
+    root = os.environ.get("LITGPT_CACHE_DIR")
+    if root:
+        return Path(root)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "litgpt"
 
 
 def parse_dtype(name: Optional[Union[str, torch.dtype]]) -> Optional[torch.dtype]:

@@ -39,6 +39,13 @@ def tokenizer(tmp_path_factory):
     return Tokenizer(make_hf_tokenizer(tmp_path_factory.mktemp("tok")))
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Each test's tokenized corpora go to its own cache folder (not the user's ~/.cache/litgpt)."""
+    monkeypatch.setenv("LITGPT_CACHE_DIR", str(tmp_path / "litgpt-cache"))
+    return tmp_path / "litgpt-cache"
+
+
 def ready(module, tokenizer, batch_size=2, max_seq_length=32):
     module.connect(tokenizer, batch_size=batch_size, max_seq_length=max_seq_length)
     module.prepare_data()
@@ -47,13 +54,16 @@ def ready(module, tokenizer, batch_size=2, max_seq_length=32):
 
 
 # ----------------------------------------------------------------------------------------------- TextFiles
-def test_text_files_are_tokenized_once_and_again_when_they_change(tokenizer, tmp_path, monkeypatch):
+def test_text_files_are_tokenized_once_and_again_when_they_change(tokenizer, tmp_path, monkeypatch, private_cache):
     folder = make_corpus(tmp_path / "texts")
     calls = []
     real = text_module._write_tokens
     monkeypatch.setattr(text_module, "_write_tokens", lambda *a, **k: calls.append(1) or real(*a, **k))
     data = ready(TextFiles(folder, num_workers=1), tokenizer)
     assert len(calls) == 1
+    # the cache is in litgpt's cache folder; the text folder holds only the user's files
+    assert data.cache_dir().parent == private_cache / "tokenized" and (data.cache_dir() / "meta.json").is_file()
+    assert sorted(p.name for p in folder.iterdir()) == ["part0.txt", "part1.txt"]
     ready(TextFiles(folder, num_workers=1), tokenizer)
     assert len(calls) == 1  # cached
     (folder / "part1.txt").write_text((folder / "part1.txt").read_text() + " more text", encoding="utf-8")
@@ -100,8 +110,8 @@ def test_text_files_bad_input(tokenizer, tmp_path, case):
     with pytest.raises((ValueError, FileNotFoundError), match=match):
         data.check()
         ready(data, tokenizer)
-    assert not (folder / ".litgpt_cache").exists() or case == "not_utf8" and not any(
-        (folder / ".litgpt_cache").rglob("meta.json"))
+    assert not (folder / ".litgpt_cache").exists()
+    assert not list(tmp_path.glob("litgpt-cache/tokenized/*/meta.json"))  # no half-written cache left behind
 
 
 def test_token_windows_predict_every_token_once():

@@ -113,7 +113,7 @@ def tiny(family: str, folder: Path, seed: int = 0, dtype: torch.dtype = torch.fl
     model = GPT(config)
     with torch.no_grad():
         for p in model.parameters():  # spread the logits so greedy choices are not near-ties
-            p.mul_(2.0)
+            p.mul_(1.0)
     state = {k: v.to(dtype) for k, v in model.state_dict().items()}
     torch.save(state, folder / "lit_model.pth")
     config.save(folder)

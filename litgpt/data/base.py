@@ -11,7 +11,6 @@ of `get_sft_collate_fn` / `train_dataloader()` keep LitGPT's layout instead (`la
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import numpy as np
@@ -311,10 +310,3 @@ def pick_example(n: int, which: Any, seed: int = 0) -> int:
     if which == "random":
         return int(torch.randint(n, (1,), generator=torch.Generator().manual_seed(seed)).item())
     return int(which) % n
-
-
-def ensure_dir_for_download(path: Path) -> Path:
-    """Creates `path` (a download folder) and returns it."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    return path

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Iterator, Optional
 import numpy as np
 
 from litgpt.data.base import DataModule, TokenWindows, require_tokenizer
+from litgpt.utils import litgpt_cache_dir
 
 CACHE_FORMAT = 1
 _DOCS_PER_TASK = 64
@@ -29,8 +30,10 @@ class TokenizedCorpus(DataModule):
 
     The key hashes the documents' fingerprint (names, sizes, modification times), the tokenizer files and
     the split settings, so a changed corpus or tokenizer is tokenized again and an unchanged one never is.
-    Subclasses define `_fingerprint()`, `_documents(split)` ("train" / "val"), `_has_val_split()` and
-    `_cache_root()`; with no validation documents the last `val_split_fraction` of the tokens is held out.
+    Subclasses define `_fingerprint()`, `_documents(split)` ("train" / "val") and `_has_val_split()`; with no
+    validation documents the last `val_split_fraction` of the tokens is held out. The cache lives under
+    `_cache_root()`: litgpt's cache folder (`litgpt.utils.litgpt_cache_dir()`, default ~/.cache/litgpt) unless
+    a subclass says otherwise, never in a folder of the user's data.
     """
 
     val_split_fraction: float = 0.05
@@ -47,7 +50,7 @@ class TokenizedCorpus(DataModule):
         return False
 
     def _cache_root(self) -> Path:
-        raise NotImplementedError
+        return litgpt_cache_dir() / "tokenized"
 
     # ------------------------------------------------------------------ cache
     def cache_dir(self) -> Path:
@@ -246,8 +249,9 @@ class TextFiles(TokenizedCorpus):
     val_split_fraction: float = field(default=0.05, kw_only=True)
     """Fraction of the training tokens held out for validation when val_data_path is not given."""
     cache_dir_path: Optional[Path] = field(default=None, kw_only=True)
-    """Where the tokenized corpus is cached (default: `<train_data_path>/.litgpt_cache`, or
-    ~/.cache/litgpt/text when that folder is not writable)."""
+    """Where the tokenized corpus is cached (default: `$XDG_CACHE_HOME/litgpt/tokenized`, i.e.
+    ~/.cache/litgpt/tokenized; `$LITGPT_CACHE_DIR/tokenized` when that is set). Nothing is written into
+    train_data_path or val_data_path."""
 
     def __post_init__(self) -> None:
         self.train_data_path = Path(self.train_data_path)
@@ -275,12 +279,7 @@ class TextFiles(TokenizedCorpus):
             yield _read_text(path)
 
     def _cache_root(self) -> Path:
-        if self.cache_dir_path is not None:
-            return Path(self.cache_dir_path)
-        base = self.train_data_path if self.train_data_path.is_dir() else self.train_data_path.parent
-        if os.access(base, os.W_OK):
-            return base / ".litgpt_cache"
-        return Path.home() / ".cache" / "litgpt" / "text"
+        return Path(self.cache_dir_path) if self.cache_dir_path is not None else super()._cache_root()
 
     def check(self) -> None:
         """Raises a one-line error for a missing or empty folder (called before any work)."""

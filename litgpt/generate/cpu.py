@@ -139,11 +139,10 @@ def _cpu_flags() -> set[str]:
 
 
 def kernel_cache_dir() -> Path:
-    """Where compiled kernels are kept: `$LITGPT_CACHE_DIR/cpu_kernels`, default `~/.cache/litgpt/cpu_kernels`."""
-    root = os.environ.get("LITGPT_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "litgpt"
-    )
-    return Path(root) / "cpu_kernels"
+    """Where compiled kernels are kept: `litgpt_cache_dir()/cpu_kernels`, default `~/.cache/litgpt/cpu_kernels`."""
+    from litgpt.utils import litgpt_cache_dir
+
+    return litgpt_cache_dir() / "cpu_kernels"
 
 
 def _compile(compiler: str, out: Path) -> None:

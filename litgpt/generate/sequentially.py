@@ -125,35 +125,34 @@ SPLIT_VERB_ARGS = """
 # the verb
 
 
-def main(
-    checkpoint_dir: Path,
-    prompt: str = "What food do llamas eat?",
-    *,
-    sys_prompt: Optional[str] = None,
-    num_samples: int = 1,
-    max_new_tokens: int = 50,
-    top_k: Optional[int] = 50,
-    top_p: float = 1.0,
-    temperature: float = 0.8,
-    quantize: Optional[str] = None,
-    precision: Optional[str] = None,
-    compile: bool = False,
-    accelerator: str = "auto",
-    devices: Union[int, str] = "auto",
-) -> None:
-    run_split_generation(
-        split_layers, check_sequential, checkpoint_dir, prompt, sys_prompt=sys_prompt, num_samples=num_samples,
-        max_new_tokens=max_new_tokens, top_k=top_k, top_p=top_p, temperature=temperature, quantize=quantize,
-        precision=precision, compile=compile, accelerator=accelerator, devices=devices,
-    )
+def split_verb(split: Split, check: Check, summary: str) -> Callable[..., None]:
+    """A generate verb that splits the model over processes with `split` (after `check`); `summary` starts its
+    help. `generate_sequentially` and `generate_tp` are made by it."""
 
+    def main(
+        checkpoint_dir: Path,
+        prompt: str = "What food do llamas eat?",
+        *,
+        accelerator: str = "auto",
+        devices: Union[int, str] = "auto",
+        sys_prompt: Optional[str] = None,
+        num_samples: int = 1,
+        max_new_tokens: int = 50,
+        top_k: Optional[int] = 50,
+        top_p: float = 1.0,
+        temperature: float = 0.8,
+        quantize: Optional[str] = None,
+        precision: Optional[str] = None,
+        compile: bool = False,
+    ) -> None:
+        run_split_generation(
+            split, check, checkpoint_dir, prompt, sys_prompt=sys_prompt, num_samples=num_samples,
+            max_new_tokens=max_new_tokens, top_k=top_k, top_p=top_p, temperature=temperature, quantize=quantize,
+            precision=precision, compile=compile, accelerator=accelerator, devices=devices,
+        )
 
-main.__doc__ = (
-    """Generate with the model's layers split across the processes (one per device), run one after another:
-    each process holds only its layers' weights. The text goes to stdout, a timing line to stderr, from the
-    first process.
-""" + SPLIT_VERB_ARGS
-)
+    main.__doc__ = summary + SPLIT_VERB_ARGS
+    return main
 
 
 def check_sequential(config: Config, world_size: int) -> None:
@@ -248,3 +247,12 @@ class _CacheShape:
     def __init__(self, shape: tuple[int, int, int, int], device: Optional[torch.device], dtype: Optional[torch.dtype]) -> None:
         self.k = self.v = torch.zeros((), dtype=dtype, device=device).expand(shape)
         self.max_cache_len = shape[2]
+
+
+main = split_verb(
+    split_layers, check_sequential,
+    """Generate with the model's layers split across the processes (one per device), run one after another:
+    each process holds only its layers' weights. The text goes to stdout, a timing line to stderr, from the
+    first process.
+""",
+)

@@ -12,48 +12,15 @@ with the same seed, samples the same tokens. Each process reads only its slices 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Union
 
 import torch
 import torch.nn as nn
 
 from litgpt.config import Config
-from litgpt.generate.sequentially import SPLIT_VERB_ARGS, run_split_generation
+from litgpt.generate.sequentially import split_verb
 from litgpt.lora import extend_module
 from litgpt.model import GPT, CausalSelfAttention, GptNeoxMLP, LLaMAMLP, LLaMAMoE
-
-
-def main(
-    checkpoint_dir: Path,
-    prompt: str = "What food do llamas eat?",
-    *,
-    sys_prompt: Optional[str] = None,
-    num_samples: int = 1,
-    max_new_tokens: int = 50,
-    top_k: Optional[int] = 50,
-    top_p: float = 1.0,
-    temperature: float = 0.8,
-    quantize: Optional[str] = None,
-    precision: Optional[str] = None,
-    compile: bool = False,
-    accelerator: str = "auto",
-    devices: Union[int, str] = "auto",
-) -> None:
-    run_split_generation(
-        lambda model, rank, world: tensor_parallel(_Ranks(rank, world), model), check_tensor_parallel,
-        checkpoint_dir, prompt, sys_prompt=sys_prompt, num_samples=num_samples, max_new_tokens=max_new_tokens,
-        top_k=top_k, top_p=top_p, temperature=temperature, quantize=quantize, precision=precision, compile=compile,
-        accelerator=accelerator, devices=devices,
-    )
-
-
-main.__doc__ = (
-    """Generate with tensor parallelism: every layer's weights are split across the processes (one per device),
-    whose partial results are summed after each attention and MLP. The text goes to stdout, a timing line to
-    stderr, from the first process.
-""" + SPLIT_VERB_ARGS
-)
 
 
 class _Ranks:
@@ -181,3 +148,12 @@ def _keep_columns(linear: nn.Linear, columns: slice, keep_bias: bool) -> None:
         if linear.bias is not None and not keep_bias:
             linear.bias = nn.Parameter(torch.zeros_like(linear.bias), requires_grad=False)
     linear.in_features = linear.weight.size(1)
+
+
+main = split_verb(
+    lambda model, rank, world: tensor_parallel(_Ranks(rank, world), model), check_tensor_parallel,
+    """Generate with tensor parallelism: every layer's weights are split across the processes (one per device),
+    whose partial results are summed after each attention and MLP. The text goes to stdout, a timing line to
+    stderr, from the first process.
+""",
+)

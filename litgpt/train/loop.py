@@ -18,10 +18,11 @@ import math
 import os
 import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -53,7 +54,7 @@ from litgpt.train.loader import StepSampler, loader_workers, validation_batches
 from litgpt.train.loss import fused_linear_cross_entropy, install_fused_head, token_loss_sum
 from litgpt.train.monitor import Monitor, Throughput, check_logger_available, peak_device_flops, summary_line
 from litgpt.train.optim import OptimizerSpec, build_optimizer, build_scheduler, optimizer_lr
-from litgpt.utils import copy_side_files, device_count, load_torch_file, training_flops_per_token
+from litgpt.utils import copy_side_files, device_count, training_flops_per_token
 
 
 
@@ -141,40 +142,106 @@ class TrainState:
     val_history: list = field(default_factory=list)
 
 
-def check_run(method: Method, run: TrainingRun) -> Optional[Path]:
-    """Every check that can fail before training, with one-line errors; writes nothing.
+class Problems:
+    """The one-line errors of independent checks, collected so that a verb reports them all at once.
 
+    `with problems.check(): ...` records a user error (ValueError, FileNotFoundError, ...) instead of raising
+    it; `raise_if_any()` raises the only one as it is, or several as one line: "3 problems: (1) ...; (2) ...".
+    """
+
+    CAUGHT = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError,
+              NotImplementedError, ImportError)
+
+    def __init__(self) -> None:
+        self.errors: list[Exception] = []
+
+    @staticmethod
+    def line(err: Exception) -> str:
+        text = str(err).strip()
+        return text.splitlines()[0] if text else type(err).__name__
+
+    @contextmanager
+    def check(self) -> Iterator[None]:
+        try:
+            yield
+        except self.CAUGHT as err:
+            if self.line(err) not in [self.line(e) for e in self.errors]:
+                self.errors.append(err)
+
+    def raise_if_any(self) -> None:
+        if len(self.errors) == 1:
+            raise self.errors[0]
+        if self.errors:
+            message = f"{len(self.errors)} problems: " + "; ".join(
+                f"({i}) {self.line(e)}" for i, e in enumerate(self.errors, 1))
+            try:
+                err = type(self.errors[0])(message)
+            except Exception:
+                err = ValueError(message)
+            raise err from None
+
+
+def check_run(method: Method, run: TrainingRun, problems: Optional[Problems] = None) -> Optional[Path]:
+    """Every check that can fail before training, with one-line errors; writes nothing. All problems are
+    reported together (see `Problems`), with those the verb collected in `problems` first.
+
+    `run.config` None means the verb could not resolve the model (and recorded why in `problems`): the checks
+    that need it (block size, the tokenizer when none was given, the method's checkpoint) are skipped.
     Returns the checkpoint folder to resume from (None for a fresh start).
     """
-    run.train.validate()
-    run.eval.validate()
-    check_logger_available(run.logger_name)
-    run.precision = check_training_precision(run.precision)
-    if run.strategy not in ("auto", "ddp", "fsdp"):
-        raise ValueError(f"strategy must be auto, ddp or fsdp, got {run.strategy!r}")
-    if run.num_nodes < 1:
-        raise ValueError(f"num_nodes must be >= 1, got {run.num_nodes}")
-    if run.train.kernels == "triton":
-        check_triton_kernels()
-    world = device_count(run.accelerator, run.devices) * run.num_nodes
-    run.train.accumulation_steps(world)
-    seq_len = run.train.max_seq_length or run.config.block_size
-    if seq_len > run.config.block_size:
-        raise ValueError(
-            f"train.max_seq_length={seq_len} is larger than the model's block_size={run.config.block_size}"
-        )
-    optimizer_lr(run.optimizer)
-    check_writable(run.out_dir)
-    if run.tokenizer_dir is None:
-        raise FileNotFoundError("no tokenizer: pass --tokenizer_dir (a folder with tokenizer.json or tokenizer.model)")
-    from litgpt.tokenizer import Tokenizer
+    problems = problems or Problems()
+    with problems.check():
+        run.train.validate()
+        world = device_count(run.accelerator, run.devices) * run.num_nodes
+        run.train.accumulation_steps(world)
+    with problems.check():
+        run.eval.validate()
+    with problems.check():
+        check_logger_available(run.logger_name)
+    with problems.check():
+        run.precision = check_training_precision(run.precision)
+    with problems.check():
+        if run.strategy not in ("auto", "ddp", "fsdp"):
+            raise ValueError(f"strategy must be auto, ddp or fsdp, got {run.strategy!r}")
+    with problems.check():
+        if run.num_nodes < 1:
+            raise ValueError(f"num_nodes must be >= 1, got {run.num_nodes}")
+    with problems.check():
+        if run.train.kernels == "triton":
+            check_triton_kernels()
+    with problems.check():
+        seq_len = run.train.max_seq_length or (run.config.block_size if run.config is not None else 0)
+        if run.config is not None and seq_len > run.config.block_size:
+            raise ValueError(
+                f"train.max_seq_length={seq_len} is larger than the model's block_size={run.config.block_size}"
+            )
+    with problems.check():
+        optimizer_lr(run.optimizer)
+    with problems.check():
+        check_writable(run.out_dir)
+    with problems.check():
+        if run.tokenizer_dir is None and run.config is not None:
+            raise FileNotFoundError(
+                "no tokenizer: pass --tokenizer_dir (a folder with tokenizer.json or tokenizer.model)")
+        if run.tokenizer_dir is not None:
+            from litgpt.tokenizer import Tokenizer
 
-    Tokenizer(run.tokenizer_dir)
-    if not isinstance(run.data, DataModule):
-        raise ValueError(f"data must be a litgpt.data DataModule, got {type(run.data).__name__}")
-    run.data.check()
-    method.check()
-    return find_resume_dir(run.out_dir, run.resume)
+            Tokenizer(run.tokenizer_dir)
+    with problems.check():
+        if run.data is None:
+            raise ValueError("pass a dataset, e.g. --data TextFiles --data.train_data_path DIR (or TinyLlama, "
+                             "OpenWebText)")
+        if not isinstance(run.data, DataModule):
+            raise ValueError(f"data must be a litgpt.data DataModule, got {type(run.data).__name__}")
+        run.data.check()
+    if run.config is not None:
+        with problems.check():
+            method.check()
+    resume_dir = None
+    with problems.check():
+        resume_dir = find_resume_dir(run.out_dir, run.resume)
+    problems.raise_if_any()
+    return resume_dir
 
 
 def check_triton_kernels() -> None:
@@ -252,12 +319,13 @@ def enable_activation_checkpointing(model: GPT) -> None:
         checkpoint_block(block)
 
 
-def fit(method: Method, run: TrainingRun) -> Optional[Path]:
+def fit(method: Method, run: TrainingRun, problems: Optional[Problems] = None) -> Optional[Path]:
     """Trains as the run says; returns the final checkpoint folder (on rank 0; None elsewhere).
 
-    Bad input raises a one-line error before any process starts or any file is written.
+    Bad input raises a one-line error before any process starts or any file is written (all problems at once,
+    the verb's own `problems` first; see `check_run`).
     """
-    resume_dir = check_run(method, run)
+    resume_dir = check_run(method, run, problems)
     fabric = make_fabric(run, run.train.activation_checkpointing)
     fabric.launch()
     return _Trainer(fabric, method, run, resume_dir).fit()
@@ -389,7 +457,7 @@ class _Trainer:
 
     # ---------------------------------------------------------------------------------- loop
     def fit(self) -> Optional[Path]:
-        fabric, run, t, e = self.fabric, self.run, self.train_args, self.eval_args
+        fabric, run = self.fabric, self.run
         self.setup()
         is_rank_zero = fabric.global_rank == 0
         if is_rank_zero:

@@ -3,10 +3,9 @@ learning-rate schedule (linear warmup, then cosine decay to `min_lr`)."""
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import math
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Optional
 
 import torch
 import torch.nn as nn
@@ -108,8 +107,3 @@ def optimizer_lr(spec: OptimizerSpec) -> float:
     if default is None or default.default is inspect.Parameter.empty:
         raise ValueError(f"optimizer {cls.__name__} needs an lr: give init_args.lr")
     return float(default.default)
-
-
-def trainable_parameters(model: nn.Module) -> Iterable[nn.Parameter]:
-    """Unique parameters with requires_grad."""
-    return [p for p in dict.fromkeys(model.parameters()) if p.requires_grad]
