@@ -28,8 +28,9 @@ install-core: $(BIN)/.core-installed
 
 install: $(BIN)/.installed
 
+# CI runs everything, the tests marked slow too; a plain `pytest` (pyproject's addopts) leaves those out.
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)
 
 demo: $(BIN)/.core-installed
 	$(BIN)/python -m litgpt.demo --out_dir out/demo

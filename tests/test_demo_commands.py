@@ -14,6 +14,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# ~2 minutes; CI runs it (`make test`), a plain `pytest` leaves it out: tests/test_pretrain.py runs the demo itself
+# and every verb it suggests has its own CLI tests
+pytestmark = pytest.mark.slow
+
 
 def fresh_env() -> dict[str, str]:
     """A shell environment without this venv on the PATH (as after the README's set-up commands)."""

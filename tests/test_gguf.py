@@ -25,6 +25,7 @@ from litgpt.scripts import gguf_families
 from litgpt.scripts.convert_to_gguf import convert_to_gguf
 from litgpt.scripts.gguf_families import PRE_TOKENIZERS, gguf_tensor_plan
 from litgpt.scripts.hf_families import architecture_signature
+from tests._gen_helpers import add_special_tokens
 from tests._tokenizers import make_hf_tokenizer, make_sentencepiece_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,9 +62,9 @@ FAMILIES = {
     "qwen3": ("Qwen3-0.6B", "qwen2"),
     "smollm2": ("SmolLM2-135M", "smollm"),
     "gemma2": ("Gemma-2-2b", "spm"),
-    "phi3": ("Phi-3-mini-4k-instruct", "spm"),
+    "phi3": ("Phi-3-mini-4k-instruct", "gpt-2"),
 }
-EXPECTED_ARCH = {"llama3": "llama", "llama2": "llama", "mistral": "phi3", "qwen2": "qwen2", "qwen3": "qwen3",
+EXPECTED_ARCH = {"llama3": "llama", "llama2": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3",
                  "smollm2": "llama", "gemma2": "gemma2", "phi3": "phi3"}
 
 
@@ -90,7 +91,10 @@ def _tokenizer(folder: Path, kind: str) -> int:
     data["pre_tokenizer"] = PRE_TOKENIZERS[kind]
     data["model"]["ignore_merges"] = kind == "llama-bpe"
     path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-    return 256
+    if kind != "gpt-2":
+        return 256
+    add_special_tokens(folder, ("<|endoftext|>",))  # llama.cpp's phi3 loader looks this token up
+    return 257
 
 
 def tiny(family: str, folder: Path, seed: int = 0, dtype: torch.dtype = torch.float32) -> tuple[Config, dict]:
@@ -101,8 +105,10 @@ def tiny(family: str, folder: Path, seed: int = 0, dtype: torch.dtype = torch.fl
     full = Config.from_name(name)
     overrides = dict(n_layer=2, n_embd=64, n_head=4, head_size=16, n_query_groups=2, intermediate_size=96,
                      vocab_size=vocab, padded_vocab_size=vocab, block_size=64)
-    if full.sliding_window_size is not None:
-        overrides["sliding_window_size"] = 6
+    if full.sliding_window_size is not None:  # llama.cpp slides only Gemma 2's window (its phi3 has SWA off)
+        overrides["sliding_window_size"] = 6 if family == "gemma2" else 64
+    if family == "phi3":  # partial RoPE (Phi-4-mini's): a config only llama.cpp's phi3 architecture expresses
+        overrides["rotary_percentage"] = 0.5
     if full.attention_scores_scalar is not None:
         overrides["attention_scores_scalar"] = 16
     if full.rope_adjustments:  # Llama 3.1 scaling at a tiny size: low and high frequencies both present
@@ -111,9 +117,6 @@ def tiny(family: str, folder: Path, seed: int = 0, dtype: torch.dtype = torch.fl
     config = dataclasses.replace(config, name=f"tiny-{family}")
     torch.manual_seed(seed)
     model = GPT(config)
-    with torch.no_grad():
-        for p in model.parameters():  # spread the logits so greedy choices are not near-ties
-            p.mul_(1.0)
     state = {k: v.to(dtype) for k, v in model.state_dict().items()}
     torch.save(state, folder / "lit_model.pth")
     config.save(folder)

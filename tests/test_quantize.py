@@ -38,16 +38,7 @@ BNB_MODES = [m for m in MODES if m.startswith("bnb.")]
 PORTABLE_MODES = [m for m in MODES if not m.startswith("bnb.")]
 
 
-def _has_bnb() -> bool:
-    try:
-        bnb_module.import_bnb("bnb.nf4")
-        return True
-    except ImportError:
-        return False
 
-
-def needs_bnb(test):  # bitsandbytes is a test dependency: without it these tests fail, they never skip
-    return test
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -267,7 +258,6 @@ def test_each_mode_generates(tied_ckpt, mode):
     assert int(tokens[0]) == int(logits_of(model)[0, -1].argmax())
 
 
-@needs_bnb
 @pytest.mark.parametrize("mode", ["bnb.nf4", "bnb.fp4-dq"])
 def test_4bit_bitsandbytes_runs_layers_of_any_input_size_on_the_cpu(odd_ckpt, mode):
     # bitsandbytes' packed CPU inference kernel fails on rows that are not whole 64-element blocks (72 here)
@@ -296,7 +286,7 @@ def test_odd_shapes_take_padding_and_the_plain_path(odd_ckpt):
 def test_int8_logits_within_one_percent_of_bf16(trained_ckpt):
     data = validation_bytes()[None, :100]
     ref = logits_of(load_model(trained_ckpt, dtype=torch.bfloat16), data)
-    for mode in ("int8",) + (("bnb.int8",) if _has_bnb() else ()):
+    for mode in ("int8", "bnb.int8"):
         q = logits_of(load_model(trained_ckpt, quantize=mode, dtype=torch.bfloat16), data)
         assert rel_err(q, ref) < 0.01, mode
 
@@ -305,7 +295,7 @@ def test_int4_perplexity_within_five_percent_of_bf16(trained_ckpt):
     data = validation_bytes()
     base = perplexity(load_model(trained_ckpt, dtype=torch.bfloat16), data)
     assert base < 20  # the model did learn the text (uniform would be 256)
-    modes = ["int4-g32", "int4-g64", "int4-g128"] + (["bnb.nf4"] if _has_bnb() else [])
+    modes = ["int4-g32", "int4-g64", "int4-g128", "bnb.nf4"]
     for mode in modes:
         ppl = perplexity(load_model(trained_ckpt, quantize=mode, dtype=torch.bfloat16), data)
         assert ppl < base * 1.05, f"{mode}: perplexity {ppl:.3f} vs bf16 {base:.3f}"
@@ -349,7 +339,7 @@ def test_moe_router_stays_full_precision(tmp_path):
 @pytest.mark.parametrize(
     "mode,fixture",
     [("int8", "tied_ckpt"), ("int4-g32", "tied_ckpt"), ("int4-g128", "odd_ckpt"), ("int8", "odd_ckpt"),
-     pytest.param("bnb.nf4-dq", "tied_ckpt", marks=needs_bnb), pytest.param("bnb.int8", "odd_ckpt", marks=needs_bnb)],
+     pytest.param("bnb.nf4-dq", "tied_ckpt"), pytest.param("bnb.int8", "odd_ckpt")],
 )
 def test_saved_checkpoint_reloads_with_identical_outputs(mode, fixture, request, tmp_path):
     ckpt = request.getfixturevalue(fixture)
@@ -460,7 +450,6 @@ def test_missing_bitsandbytes_is_a_one_line_import_error(monkeypatch):
     assert check_quantize_supported("int4", "cpu").mode == "int4-g64"  # portable modes need nothing
 
 
-@needs_bnb
 def test_bnb_mode_the_device_cannot_run_is_a_clear_error(monkeypatch, tied_ckpt):
     import bitsandbytes as bnb
 
@@ -479,7 +468,6 @@ def test_bnb_mode_the_device_cannot_run_is_a_clear_error(monkeypatch, tied_ckpt)
         bnb_module.bnb_runs_on.cache_clear()
 
 
-@needs_bnb
 @pytest.mark.parametrize("mode", BNB_MODES)
 def test_every_bnb_mode_runs_on_this_cpu(mode):
     assert bnb_module.bnb_runs_on(mode, "cpu", torch.bfloat16) is None

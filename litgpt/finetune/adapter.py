@@ -34,7 +34,7 @@ def make_adapter_verb(version: Literal["v1", "v2"], name: str, default_out_dir: 
 
     def verb(adapter_prompt_length: int = 10, adapter_start_layer: int = 2, *,
              flags: TrainingFlags) -> Optional[Path]:
-        settings = AdapterSettings(version, adapter_prompt_length, adapter_start_layer).validate()
+        settings = AdapterSettings(version, adapter_prompt_length, adapter_start_layer)  # validated in run_peft
         return run_peft(AdapterFinetuning(flags, settings), f"finetune_{settings.method}")
 
     verb.__doc__ = summary + ADAPTER_VERB_DOC

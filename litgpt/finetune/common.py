@@ -36,7 +36,7 @@ from litgpt.data.base import DataModule
 from litgpt.model import GPT
 from litgpt.precision import Precision
 from litgpt.train.args import EvalArgs, LoggerName, LogArgs, Strategy, TrainArgs
-from litgpt.train.loop import Method, TrainingRun, fit
+from litgpt.train.loop import Method, Problems, TrainingRun, fit
 from litgpt.utils import check_valid_checkpoint_dir
 
 QLoRAMode = Literal["bnb.nf4", "bnb.nf4-dq", "bnb.fp4", "bnb.fp4-dq", "bnb.int8-training"]
@@ -209,15 +209,19 @@ class FullFinetuning(Method):
 
 
 def run_finetuning(method: Method, verb: str, flags: TrainingFlags, precision: Optional[str] = None,
-                   extra_files: Optional[Callable[[Path], None]] = None) -> Optional[Path]:
+                   extra_files: Optional[Callable[[Path], None]] = None,
+                   problems: Optional[Problems] = None) -> Optional[Path]:
     """Checks the checkpoint folder, defaults the data to Alpaca, and trains with `fit`.
 
     `precision`: the one the method settled on (default: `flags.precision`); `extra_files(folder)` writes the
     method's own files into every checkpoint folder (e.g. `adapter.yaml`). Returns the final checkpoint folder
-    (on rank 0).
+    (on rank 0). Every problem of the arguments is reported at once (`problems`: those the verb found first).
     """
-    checkpoint_dir = check_valid_checkpoint_dir(flags.checkpoint_dir)
-    config = Config.from_file(checkpoint_dir / "model_config.yaml")
+    problems = problems or Problems()
+    checkpoint_dir, config = Path(flags.checkpoint_dir), None
+    with problems.check():
+        checkpoint_dir = check_valid_checkpoint_dir(flags.checkpoint_dir)
+        config = Config.from_file(checkpoint_dir / "model_config.yaml")
     data = flags.data
     if data is None:
         from litgpt.data import Alpaca
@@ -226,11 +230,12 @@ def run_finetuning(method: Method, verb: str, flags: TrainingFlags, precision: O
     if flags.access_token is not None and getattr(data, "access_token", "") is None:
         data.access_token = flags.access_token
     run = TrainingRun(
-        verb=verb, config=config, data=data, tokenizer_dir=checkpoint_dir, out_dir=Path(flags.out_dir),
+        verb=verb, config=config, data=data, tokenizer_dir=checkpoint_dir if config is not None else None,
+        out_dir=Path(flags.out_dir),
         train=flags.train, eval=flags.eval, log=flags.log, optimizer=flags.optimizer,
         precision=precision or flags.precision, devices=flags.devices, num_nodes=flags.num_nodes,
         strategy=flags.strategy, accelerator=flags.accelerator, compile=flags.compile, resume=flags.resume,
         seed=flags.seed, logger_name=flags.logger_name, hyperparameters=flags.hyperparameters,
         extra_files=extra_files,
     )
-    return fit(method, run)
+    return fit(method, run, problems)

@@ -52,7 +52,7 @@ def finetune_lora(
         lora_head: LoRA on the output head.
     """
     settings = LoRASettings(lora_r, lora_alpha, lora_dropout, lora_query, lora_key, lora_value, lora_projection,
-                            lora_mlp, lora_head).validate()
+                            lora_mlp, lora_head)  # validated with the other arguments (run_peft)
     return run_peft(LoRAFinetuning(flags, settings), "finetune_lora")
 
 

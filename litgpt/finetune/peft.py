@@ -31,7 +31,7 @@ from litgpt.lora import LORA_FILE, LoRASettings, inject_lora, is_lora_key, linea
 from litgpt.model import GPT
 from litgpt.precision import MIXED_PRECISIONS, check_training_precision, resolve_device
 from litgpt.precision import default_training_precision as default_precision
-from litgpt.train.loop import Method
+from litgpt.train.loop import Method, Problems
 from litgpt.utils import load_state_dict, parse_dtype
 
 
@@ -297,5 +297,8 @@ class AdapterFinetuning(PEFTFinetuning):
 def run_peft(method: PEFTFinetuning, verb: str) -> Optional[Path]:
     """Checks the PEFT-specific inputs first (a step folder given as the base, QLoRA support, the settings),
     then trains with the shared finetuning runner; returns the final checkpoint folder (on rank 0)."""
-    method.check()
-    return run_finetuning(method, verb, method.flags, precision=method.precision, extra_files=method.write_config)
+    problems = Problems()
+    with problems.check():
+        method.check()
+    return run_finetuning(method, verb, method.flags, precision=method.precision, extra_files=method.write_config,
+                          problems=problems)

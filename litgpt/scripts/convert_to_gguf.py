@@ -90,7 +90,7 @@ def convert_to_gguf(
         rope_freqs = write_metadata(writer, config, gfam, config.name or checkpoint_dir.name)
         writer.add_file_type(_FILE_TYPES[dtype](gguf))
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        write_tokenizer(writer, checkpoint_dir, config.padded_vocab_size)
+        write_tokenizer(writer, checkpoint_dir, config.padded_vocab_size, gfam.arch)
         if rope_freqs is not None:
             writer.add_tensor("rope_freqs.weight", rope_freqs.numpy())
         converted: dict[int, list[torch.Tensor]] = {}

@@ -32,7 +32,6 @@ from litgpt.scripts.hf_families import (
     FAMILIES,
     Rule,
     config_from_hf,
-    exact_family,
     family_for_config,
     rope_scaling_to_hf,
     weight_rules,
@@ -77,7 +76,7 @@ GGUF_FAMILIES: tuple[GGUFFamily, ...] = (
     GGUFFamily("qwen2", ("qwen2",), "Qwen2 / Qwen2.5"),
     GGUFFamily("qwen3", ("qwen3",), "Qwen3"),
     GGUFFamily("gemma2", ("gemma2",), "Gemma 2", norm_offset=1.0, sliding_window=True, sliding_period=2),
-    GGUFFamily("phi3", ("phi3",), "Phi-3", sliding_window=True),
+    GGUFFamily("phi3", ("phi3",), "Phi-3 / Phi-4-mini"),
 )
 BY_ARCH = {f.arch: f for f in GGUF_FAMILIES}
 BY_MODEL_TYPE = {t: f for f in GGUF_FAMILIES for t in f.model_types}
@@ -94,11 +93,6 @@ def gguf_family_for_config(config: Config) -> tuple[GGUFFamily, Any, dict]:
         raise ValueError(
             f"config {config.name!r} matches no Hugging Face architecture; GGUF export supports: {SUPPORTED}"
         ) from None
-    if family.model_type == "mistral" and (config.sliding_window_size or config.block_size) < config.block_size:
-        # llama.cpp's llama architecture ignores sliding windows; its phi3 one (the same network) honours them
-        phi3_hf, _ = exact_family(FAMILIES["phi3"], config)
-        if phi3_hf is not None:
-            family, hf = FAMILIES["phi3"], phi3_hf
     if family.model_type not in BY_MODEL_TYPE:
         raise ValueError(
             f"GGUF export does not support {family.model_type!r} models like {config.name!r}; supported: {SUPPORTED}"
@@ -505,11 +499,13 @@ def tokenizer_to_gguf(checkpoint_dir: Path, vocab_size: int) -> GGUFVocab:
     return vocab
 
 
-def write_tokenizer(writer: Any, checkpoint_dir: Path, vocab_size: int) -> None:
+def write_tokenizer(writer: Any, checkpoint_dir: Path, vocab_size: int, arch: str) -> None:
     """Writes vocabulary, merges, special tokens and the chat template of `checkpoint_dir`'s tokenizer."""
     from litgpt.tokenizer import Tokenizer
 
     vocab = tokenizer_to_gguf(checkpoint_dir, vocab_size)
+    if arch == "phi3" and "<|endoftext|>" not in vocab.tokens:
+        raise ValueError("llama.cpp's phi3 architecture needs a '<|endoftext|>' token, which the tokenizer lacks")
     ours = Tokenizer(checkpoint_dir)
     writer.add_tokenizer_model(vocab.model)
     if vocab.pre is not None:
