@@ -22,6 +22,9 @@ $(BIN)/.installed: $(BIN)/.core-installed
 	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
 	$(BIN)/pip install -q -c constraints.txt boto3 obstore tifffile
 	$(BIN)/pip install -q -c constraints.txt --no-deps "litdata>=0.2.59"
+	# llama.cpp, the reference the GGUF export is checked against: only a source package here (about 7 to 14
+	# minutes to compile on 2 cores, once per fresh .venv)
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/pip install -q -c constraints.txt "llama-cpp-python==0.3.36"
 	touch $@
 
 install-core: $(BIN)/.core-installed

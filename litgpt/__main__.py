@@ -79,6 +79,10 @@ VERBS: dict[str, tuple[str, str, str]] = {
         "litgpt.finetune.lora", "finetune_lora",
         "Same as finetune_lora.",
     ),
+    "finetune_dpo": (
+        "litgpt.finetune.dpo", "finetune_dpo",
+        "Preference-tune a checkpoint (DPO, IPO, SimPO, ORPO) on chosen/rejected pairs, full or with LoRA.",
+    ),
     "finetune_adapter": (
         "litgpt.finetune.adapter", "finetune_adapter",
         "Finetune a checkpoint with LLaMA-Adapter (learned prefix, zero-init gating).",

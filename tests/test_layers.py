@@ -16,6 +16,7 @@ LAYERS: dict[str, int] = {
     "litgpt.utils": 0,
     "litgpt.constants": 0,
     "litgpt.precision": 0,
+    "litgpt.types": 0,
     # 1: configuration and text
     "litgpt.config_registry": 1,
     "litgpt.config": 1,
@@ -72,6 +73,8 @@ LAYERS: dict[str, int] = {
     "litgpt.eval.evaluate": 7,
     "litgpt.deploy.serve": 7,
     "litgpt.quantization.cli": 7,
+    "litgpt.parser_config": 7,
+    "litgpt.generate.speculative_decoding": 7,
 }
 # Non-CLI modules of the deploy and generate packages default to the engine layer (5) through their package.
 

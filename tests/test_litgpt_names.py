@@ -330,3 +330,49 @@ def test_main_help_exits_through_system_exit(capsys):
     with pytest.raises(SystemExit) as info:
         main(["-h"])
     assert info.value.code == 0 and "verbs" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------------ remaining modules
+
+
+def test_parser_config_and_types(tmp_path, monkeypatch):
+    import yaml
+
+    from litgpt.parser_config import parser_commands, save_hyperparameters
+    from litgpt.types import PathLike
+
+    assert {"pretrain", "finetune_lora", "generate", "validate"} <= set(parser_commands())
+
+    def verb(checkpoint_dir: Path = Path("c"), lr: float = 0.1, steps: int = 3):
+        pass
+
+    monkeypatch.setattr(sys, "argv", ["litgpt", "finetune_lora", "--lr", "0.5"])
+    save_hyperparameters(verb, tmp_path)
+    saved = yaml.safe_load((tmp_path / "hyperparameters.yaml").read_text())
+    assert saved["lr"] == "0.5" and saved["steps"] == 3 and sys.argv[1] == "finetune_lora"
+    assert PathLike.__args__ == (str, Path)
+
+
+def test_speculative_decoding_module_streams_the_targets_greedy_tokens():
+    from litgpt.generate.base import generate as plain_generate
+    from litgpt.generate.speculative_decoding import generate, main
+
+    torch.manual_seed(0)
+    target, draft = litgpt.GPT(tiny_config()).eval(), litgpt.GPT(tiny_config(n_layer=1)).eval()
+    prompt = torch.tensor([1, 5, 9, 12])
+    pieces = list(generate(draft, target, prompt, 12, temperature=0.0, speculative_k=3))
+    out = torch.cat(pieces)
+    want = plain_generate(target, prompt, 12, temperature=0.0)
+    assert torch.equal(out, want.reshape(-1)[: out.numel()]) and out.numel() == 12
+    assert callable(main)
+
+
+def test_lora_legacy_setup_is_the_lora_verb():
+    import inspect
+
+    from litgpt.finetune.lora import finetune_lora
+    from litgpt.finetune.lora_legacy import setup
+
+    assert setup is finetune_lora
+    params = inspect.signature(setup).parameters
+    assert {"checkpoint_dir", "out_dir", "lora_r", "lora_alpha", "quantize", "data", "train"} <= set(params)

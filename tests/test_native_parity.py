@@ -1,9 +1,9 @@
 """Greedy parity of the native CPU decode step (litgpt/generate/cpu.py) with the eager PyTorch path.
 
-Every model family the engine decodes (base, LoRA unmerged, Adapter, Adapter v2, int8) generates 32 greedy
-tokens in bfloat16 both ways. Modules the native step does not compute (a PEFT branch, an adapter prefix,
-quantized weights) must keep the model on the eager path: eligibility is declared per module class
-(`native_decode = True` on the class itself), never inherited. On a CPU without AVX512-BF16 (or without a C
+Every model family the engine decodes (base, LoRA unmerged, Adapter, Adapter v2, int8, int4) generates 32 greedy
+tokens in bfloat16 both ways. Modules the native step does not compute (a PEFT branch, an adapter prefix) must
+keep the model on the eager path: eligibility is declared per module class (`native_decode = True` on the class
+itself), never inherited. On a CPU without AVX512-BF16 (or without a C
 compiler) the tests assert the fallback instead: no native step, the same tokens.
 """
 
@@ -29,7 +29,8 @@ FAMILIES = {
     "lora": "LoRAQKVLinear",
     "adapter": "AdapterAttention",
     "adapter_v2": "AdapterV2Linear",
-    "int8": "bfloat16 weights only",
+    "int8": None,  # quantized weights run natively too (tests/test_native_quantized.py)
+    "int4": None,
 }
 
 
@@ -48,8 +49,8 @@ def _model(family: str, config=None, seed: int = 0) -> GPT:
             elif name.endswith("adapter_scale"):
                 p.uniform_(0.5, 1.5)
     model = model.to(torch.bfloat16).eval()
-    if family == "int8":
-        quantize_model(model, "int8", dtype=torch.bfloat16, device="cpu")
+    if family in ("int8", "int4"):
+        quantize_model(model, family, dtype=torch.bfloat16, device="cpu")
     return model
 
 

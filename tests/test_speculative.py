@@ -64,16 +64,66 @@ def test_stops_on_a_stop_sequence_and_checks_inputs():
         speculative_generate(target, other, prompt, 4)
 
 
-def test_generate_speculatively_verb_matches_generate(tmp_path, capsys):
+def bf16_tiny(seed, n_layer=2):
+    torch.manual_seed(seed)
+    config = Config(name=f"b{seed}", n_layer=n_layer, n_embd=64, n_head=4, n_query_groups=2, vocab_size=96,
+                    padded_vocab_size=96, block_size=256, rotary_percentage=1.0, parallel_residual=False,
+                    norm_class_name="RMSNorm", mlp_class_name="LLaMAMLP", intermediate_size=128, bias=False)
+    return GPT(config).eval().to(torch.bfloat16)
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_bfloat16_greedy_equals_generate_on_the_same_engine(k):
+    """bf16 on the CPU: both models run on `generate`'s engine (the native kernels where the CPU has them), and
+    greedy output is the target's own `generate` output."""
+    from litgpt.generate.cpu import native_decode_problem
+    from litgpt.generate.engine import generate, prepare_cache
+
+    target, draft = bf16_tiny(0, n_layer=3), bf16_tiny(1)
+    prompt = torch.randint(0, 96, (9,))
+    prepare_cache(target, 1, 9 + 30)
+    native = native_decode_problem(target) is None
+    alone = generate(target, [prompt], 30, temperature=0)[0].tolist()
+    for d in (draft, target):
+        out, stats = speculative_generate(target, d, prompt, 30, speculative_k=k, temperature=0)
+        assert out.tolist() == alone
+        assert stats.native == (native, native)
+    assert stats.acceptance_rate == 1.0 and stats.target_calls <= 1 + -(-29 // (k + 1))
+
+
+def test_native_extend_scores_every_token_as_decode_steps_do():
+    """The target's check of k draft tokens is one multi-row pass; its logits are those of k single steps."""
+    from litgpt.generate.cpu import native_decode_step
+
+    model = bf16_tiny(2)
+    model.set_kv_cache(batch_size=1, max_seq_length=32)
+    native = native_decode_step(model)
+    if native is None:  # no AVX512-BF16 or no C compiler: the PyTorch path is covered by the tests above
+        return
+    tokens = torch.randint(0, 96, (12,))
+    native.prefill(model, [tokens[:6]])
+    steps = torch.cat([native(model, tokens[i].view(1, 1), torch.tensor([i])) for i in range(6, 12)])
+    native.prefill(model, [tokens[:6]])
+    together = native.extend(model, tokens[6:], 6)
+    assert together.shape == (6, 96)
+    torch.testing.assert_close(together, steps, atol=0.05, rtol=0.02)
+    assert together.argmax(-1).tolist() == steps.argmax(-1).tolist()
+    with pytest.raises(ValueError, match="outside the KV cache"):
+        native.extend(model, tokens, 30)
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-true"])
+def test_generate_speculatively_verb_matches_generate(tmp_path, capsys, precision):
     from litgpt.__main__ import main
     from tests._gen_helpers import make_checkpoint, tiny_config
 
     target_dir = make_checkpoint(tmp_path / "target", tiny_config(n_layer=3), seed=0)
     draft_dir = make_checkpoint(tmp_path / "draft", tiny_config(), seed=1)
-    args = ["--prompt", "Hello there", "--max_new_tokens", "12", "--precision", "32-true"]
-    assert main(["generate", str(target_dir), *args, "--temperature", "0"]) == 0
+    args = ["--prompt", "Hello there", "--max_new_tokens", "12", "--precision", precision, "--temperature", "0"]
+    assert main(["generate", str(target_dir), *args]) == 0
     plain = capsys.readouterr().out
-    assert main(["generate_speculatively", str(target_dir), str(draft_dir), *args, "--speculative_k", "3"]) == 0
+    # LitGPT's order: the draft first, then the target
+    assert main(["generate_speculatively", str(draft_dir), str(target_dir), *args, "--speculative_k", "3"]) == 0
     captured = capsys.readouterr()
     assert captured.out == plain
-    assert "acceptance rate" in captured.err and "tokens/sec" in captured.err
+    assert "acceptance rate" in captured.err and "tokens/sec" in captured.err and precision in captured.err

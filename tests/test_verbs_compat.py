@@ -288,3 +288,11 @@ def test_convert_from_litgpt_writes_litgpt_model_pth_on_request(base, tmp_path):
     # a later export without it removes the stale file
     assert run("convert_from_litgpt", str(base), str(tmp_path / "hf")).returncode == 0
     assert not (tmp_path / "hf" / "model.pth").exists()
+
+
+def test_validate_takes_litgpts_flags(base):
+    result = run("validate", str(base), "--model_filename", "lit_model.pth", "--dtype", "bfloat16", "--training", "true")
+    assert result.returncode == 0, result.stderr
+    assert "bfloat16 + gradients and AdamW state" in result.stdout
+    missing = run("validate", str(base), "--model_filename", "nope.pth")
+    assert missing.returncode == 1 and "nope.pth is missing" in missing.stdout

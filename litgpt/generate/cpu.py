@@ -2,7 +2,9 @@
 
 Two layers, both used automatically on the CPU:
 
-* `native_decode_step(model)`: one decode step of a bfloat16 model through the C kernels of `cpu_kernels.c`
+* `native_decode_step(model)`: one decode step of a bfloat16 model, its linear layers in bfloat16 or quantized
+  (`Int8Linear`, `Int4Linear` of `litgpt.quantization.portable`, weight-only: the codes are widened to bfloat16
+  in registers), through the C kernels of `cpu_kernels.c`
   (AVX512-BF16 matrix-vector products that stream the weights near the memory bandwidth, norms / RoPE /
   KV-cache write / attention / activations fused into one call each, the residual stream in float32).
   `generate_stream` takes it for every decode step it can run; the kernels are compiled with the system C
@@ -13,7 +15,7 @@ Two layers, both used automatically on the CPU:
 
 Which models the native step runs is declared by the module classes: a module whose own class body says
 `native_decode = True` (or one of torch's plain layers and containers) is one the kernels compute; any other
-module (a LoRA branch, an adapter prefix, quantized weights, a subclass that did not declare it again) keeps
+module (a LoRA branch, an adapter prefix, bitsandbytes weights, a subclass that did not declare it again) keeps
 the whole model on the PyTorch modules (`runs_natively`, `native_decode_problem`).
 
 `LITGPT_CPU_KERNELS=0` turns the native step off (e.g. to compare).
@@ -37,6 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from litgpt.model import GPT, GemmaMLP, LLaMAMLP, RMSNorm
+from litgpt.quantization.portable import Int4Embedding, Int4Linear, Int8Embedding, Int8Linear
 
 
 class MatVecLinear(nn.Linear):
@@ -84,13 +87,14 @@ def pack_weights_in_huge_pages(model: nn.Module) -> bool:
     """Moves the parameters of a CPU model into one buffer backed by 2 MiB pages (Linux transparent huge
     pages, asked for with madvise), in place: same Parameter objects, same values, new storage.
 
-    Decoding streams every weight once per token; with 4 KiB pages the CPU's prefetchers stop at each page
+    The weights of quantized layers (buffers: codes, scales) move too. Decoding streams every weight once per token; with 4 KiB pages the CPU's prefetchers stop at each page
     boundary and the TLB misses on every page. Measured on a 2-core AVX512-BF16 machine: SmolLM2-135M's
     decode matrices stream at ~21.5 GB/s instead of ~15.5. Peak memory grows by at most one tensor (each
     one is copied and its old storage released in turn). Returns False, changing nothing, where madvise is
     unavailable (non-Linux) or refused.
     """
     params = [p for p in model.parameters() if p.device.type == "cpu"]
+    params += [b for m in model.modules() if isinstance(m, _QUANTIZED) for b in m.buffers(recurse=False)]
     if not params or sys.platform != "linux":
         return False
     unique = list({id(p): p for p in params}.values())
@@ -190,6 +194,8 @@ def load_kernels() -> Optional[ctypes.CDLL]:
         P, I64, I = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
         lib.lg_linear.argtypes = [P, I64, I64, P, I64, I64, P, P, I64, I, P]
         lib.lg_linear.restype = None
+        lib.lg_qlinear.argtypes = [P, I64, I64, ctypes.POINTER(_Linear), P, I64, I, P]
+        lib.lg_qlinear.restype = None
         lib.lg_decode.argtypes = [ctypes.POINTER(_Step)]
         lib.lg_decode.restype = None
         for name, struct in (("lg_step_size", _Step), ("lg_layer_size", _Layer)):
@@ -216,7 +222,14 @@ _P, _I64, _F32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
 
 
 class _Linear(ctypes.Structure):
-    _fields_ = [("w", _P), ("bias", _P), ("n", _I64), ("k", _I64)]
+    _fields_ = [
+        ("w", _P), ("bias", _P), ("n", _I64), ("k", _I64), ("kind", _I64), ("scales", _P), ("group", _I64),
+        ("kp", _I64), ("np", _I64),
+    ]
+
+
+_W_BF16, _W_INT8, _W_INT4, _W_INT4_ROWS = 0, 1, 2, 3  # the weight formats of cpu_kernels.c
+_QUANTIZED = (Int8Linear, Int4Linear)
 
 
 class _Norm(ctypes.Structure):
@@ -243,7 +256,7 @@ class _Layer(ctypes.Structure):
 class _Step(ctypes.Structure):
     _fields_ = [
         ("B", _I64), ("n_layer", _I64), ("n_embd", _I64), ("intermediate", _I64),
-        ("ids", _P), ("pos", _P), ("crow", _P), ("out_rows", _P), ("n_out", _I64), ("wte", _P), ("wpe", _P), ("embed_scale", _F32), ("layers", ctypes.POINTER(_Layer)),
+        ("ids", _P), ("pos", _P), ("crow", _P), ("out_rows", _P), ("n_out", _I64), ("wte", _Linear), ("wpe", _P), ("embed_scale", _F32), ("layers", ctypes.POINTER(_Layer)),
         ("ln_f", _Norm), ("head", _Linear), ("logits", _P),
         ("x", _P), ("tmp", _P), ("qkv", _P), ("a", _P), ("scratch", _P),
         ("h", _P), ("h2", _P), ("att", _P), ("m", _P), ("pack", _P), ("max_threads", _I64),
@@ -277,8 +290,8 @@ def native_decode_problem(model: GPT) -> Optional[str]:
     kv = model.transformer.h[0].attn.kv_cache
     if kv is None or kv.k.dtype != torch.bfloat16:
         return "the model has no bfloat16 KV cache"
-    if model.transformer.wte.weight.dtype != torch.bfloat16:
-        return "the native decode step runs bfloat16 weights only"
+    if _compute_dtype(model.transformer.wte) != torch.bfloat16:
+        return "the native decode step runs bfloat16 models only (weights, or the scales of quantized ones)"
     if cfg.norm_qk:
         return "qk-norms run through the PyTorch modules"
     if cfg.head_size > 512 or cfg.rope_n_elem % 2 or cfg.gelu_approximate not in ("none", "tanh"):
@@ -288,8 +301,34 @@ def native_decode_problem(model: GPT) -> Optional[str]:
             return f"{type(m).__name__} ({name or 'the model'}) runs through the PyTorch modules"
         if isinstance(m, nn.Linear) and (m.weight.dtype != torch.bfloat16 or not m.weight.is_contiguous()):
             return f"{name} holds {m.weight.dtype} weights; the native decode step runs contiguous bfloat16 ones"
+        problem = _quantized_problem(m) if isinstance(m, _QUANTIZED) else None
+        if problem is not None:
+            return f"{name}: {problem}"
     if load_kernels() is None:
         return f"native CPU kernels unavailable: {kernels_problem()}"
+    return None
+
+
+def _compute_dtype(module: nn.Module) -> torch.dtype:
+    """The dtype a layer computes in: its weight's, or its scales' for a quantized one."""
+    if isinstance(module, Int8Linear):
+        return module.scales.dtype
+    if isinstance(module, Int4Linear):
+        return module.scales_and_zeros.dtype
+    return module.weight.dtype
+
+
+def _quantized_problem(module: nn.Module) -> Optional[str]:
+    """Why the kernels cannot read a quantized layer as it is in memory (None when they can)."""
+    if _compute_dtype(module) != torch.bfloat16:
+        return f"{type(module).__name__} computes in {_compute_dtype(module)}; the native decode step runs bfloat16"
+    if isinstance(module, Int4Linear):
+        embedding = type(module) is Int4Embedding
+        if module.layout != "cpu" and not (embedding and module.layout == "portable"):
+            return f"int4 weights in the {module.layout} layout (the native step reads PyTorch's CPU packing)"
+    tensors = [module.weight] + [module.scales if isinstance(module, Int8Linear) else module.scales_and_zeros]
+    if not all(t.is_contiguous() for t in tensors):
+        return "quantized tensors are not contiguous"
     return None
 
 
@@ -322,13 +361,13 @@ class NativeDecoder:
             a=((2 if gated else 1) * inter, torch.float32), h=(C, torch.bfloat16), h2=(C, torch.bfloat16),
             att=(nh * hs, torch.bfloat16), m=(inter, torch.bfloat16),
         )
-        self._widest = max(m.in_features for m in model.modules() if isinstance(m, nn.Linear))
+        self._widest = max(m.in_features for m in model.modules() if isinstance(m, (nn.Linear, *_QUANTIZED)))
         self._rows = 0
         self._buffers: dict[str, torch.Tensor] = {}
         self.step = step
         self._ensure_rows(Bc)
         tr = model.transformer
-        step.wte = tr.wte.weight.data_ptr()
+        step.wte = self._linear(tr.wte)
         step.wpe = tr["wpe"].weight.data_ptr() if cfg.learned_pos_embedding else None
         # the eager model multiplies by sqrt(n_embd) rounded to the weights' dtype
         step.embed_scale = float(torch.tensor(C**0.5, dtype=torch.bfloat16)) if cfg.scale_embeddings else 1.0
@@ -376,8 +415,21 @@ class NativeDecoder:
             return _Norm(1, 0, self._f32(module.weight), self._f32(module.bias), module.eps)
         return _Norm(2, 0, None, None, 0.0)  # nn.Identity (or absent)
 
-    def _linear(self, module: nn.Linear) -> _Linear:
-        return _Linear(module.weight.data_ptr(), self._f32(module.bias), *module.weight.shape)
+    def _linear(self, module: nn.Module) -> _Linear:
+        """The kernels' description of a linear layer (or embedding table) in any format; tensors used in place."""
+        bias = self._f32(getattr(module, "bias", None))
+        if isinstance(module, Int8Linear):
+            n, k = module.out_features, module.in_features
+            return _Linear(module.weight.data_ptr(), bias, n, k, _W_INT8, module.scales.data_ptr())
+        if isinstance(module, Int4Linear):
+            kind = _W_INT4 if module.layout == "cpu" else _W_INT4_ROWS
+            return _Linear(
+                module.weight.data_ptr(), bias, module.out_features, module.in_features, kind,
+                module.scales_and_zeros.data_ptr(), module.group_size, module.padded_in,
+                module.scales_and_zeros.size(1),
+            )
+        n, k = module.weight.shape
+        return _Linear(module.weight.data_ptr(), bias, n, k, _W_BF16)
 
     def _layer(self, model: GPT, block: nn.Module) -> _Layer:
         cfg, attn, mlp = model.config, block.attn, block.mlp
@@ -449,6 +501,19 @@ class NativeDecoder:
             pieces.append(self._run(ids[start:end], pos[start:end], crow[start:end], wanted - start))
         return self._softcap(model, torch.cat(pieces))
 
+    def extend(self, model: GPT, tokens: torch.Tensor, start: int, row: int = 0) -> torch.Tensor:
+        """The 1-D `tokens` of the sequence in cache row `row`, at positions start, start + 1, ..., in one pass
+        (e.g. a target model checking a draft model's proposals); returns every token's logits (n, V) float32."""
+        ids = tokens.reshape(-1).long().cpu()
+        n, vocab = int(ids.numel()), model.transformer.wte.weight.size(0)
+        if n < 1 or start < 0 or start + n > self.slots or not 0 <= row < self.batch:
+            raise ValueError(f"extend outside the KV cache: {n} tokens from position {start} in row {row}, "
+                             f"cache {self.batch} x {self.slots}")
+        if int(ids.min()) < 0 or int(ids.max()) >= vocab:
+            raise ValueError(f"token ids must be in [0, {vocab}), got {int(ids.min())}..{int(ids.max())}")
+        rows = torch.arange(n)
+        return self._softcap(model, self._run(ids, rows + start, torch.full((n,), row), rows))
+
     @staticmethod
     def _softcap(model: GPT, logits: torch.Tensor) -> torch.Tensor:
         cap = model.config.final_logit_softcapping
@@ -459,6 +524,7 @@ def _fingerprint(model: GPT) -> tuple:
     """Identifies the tensors a `NativeDecoder` reads in place: weights and KV caches (by address and shape)."""
     kv = [(b.attn.kv_cache.k.data_ptr(), b.attn.kv_cache.v.data_ptr(), b.attn.kv_cache.k.shape) for b in model.transformer.h]
     weights = [(p.data_ptr(), p.shape, p.dtype) for p in model.parameters()]
+    weights += [(b.data_ptr(), b.shape, b.dtype) for m in model.modules() if isinstance(m, _QUANTIZED) for b in m.buffers(False)]
     return tuple(kv), tuple(weights), model.cos.data_ptr(), model.cos_local.data_ptr()
 
 

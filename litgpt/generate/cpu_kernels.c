@@ -1,4 +1,5 @@
-// CPU kernels for decode steps with bfloat16 weights (see litgpt/generate/cpu.py, which builds and calls them).
+// CPU kernels for decode steps with bfloat16, int8 or int4 weights (see litgpt/generate/cpu.py, which builds and
+// calls them).
 //
 // A decode step multiplies every weight matrix by a few activation vectors (one per sequence of the batch):
 // it is bound by how fast the weights stream from memory. These kernels read each weight row once for all
@@ -10,6 +11,9 @@
 // Layouts (row-major, contiguous unless a leading dimension says otherwise):
 //   weights W (N, K) bf16, activations x (B, K) bf16 with row stride ldx, outputs y (B, N) f32 with ldy,
 //   KV caches (Bc, n_groups, S, head_size) bf16, RoPE tables (positions, n_rope) f32.
+//   Quantized weights (litgpt.quantization.portable, weight-only: activations stay bf16, sums in f32):
+//   int8: W (N, K) int8 row-major, one bf16 scale per row: W[n, k] = q[n, k] * scales[n].
+//   int4: PyTorch's CPU packing, described above `int4_block`, with bf16 (scale, zero) pairs per group.
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
@@ -77,45 +81,71 @@ static void amx_begin(void) {  // per thread: tiles 0-2 of 16 rows x 64 bytes
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// One linear layer: its weights in one of the formats below, an optional f32 bias.
+
+enum { W_BF16 = 0, W_INT8 = 1, W_INT4 = 2, W_INT4_ROWS = 3 };  // W_INT4_ROWS: portable int4, embeddings only
+
+typedef struct {
+  const void* w;        // bf16 (n, k) | int8 (n, k) | uint8 int4 codes (see int4_block / embed_row)
+  const float* bias;    // (n,) or NULL
+  int64_t n, k;
+  int64_t kind;         // W_*
+  const bf16* scales;   // int8: (n,); int4: (scale, zero) pairs, (kp / group, np, 2)
+  int64_t group, kp, np;  // int4: group size, k and n padded (kp: to the group, np: to the 64-row blocks)
+} Linear;
+
+// ---------------------------------------------------------------------------------------------------------
 // y[b, n] (+)= sum_k x[b, k] W[n, k] + bias[n], for MB rows of x at once and weight rows n0..n1.
 
 #ifndef PREFETCH_BYTES
 #define PREFETCH_BYTES 1536
 #endif
 
+// 32 weights of a row as bf16 pairs for dpbf16: bf16 as stored, or int8 widened exactly (|q| <= 127 is a bf16).
+static inline __attribute__((always_inline)) __m512bh load_w32(const int kind, const void* W, int64_t i, __mmask32 m) {
+  if (kind == W_BF16) return (__m512bh)_mm512_maskz_loadu_epi16(m, (const bf16*)W + i);
+  const __m256i q = _mm256_maskz_loadu_epi8(m, (const int8_t*)W + i);
+  const __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(q)));
+  const __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(q, 1)));
+  return _mm512_cvtne2ps_pbh(hi, lo);  // words 0-15 from lo, 16-31 from hi
+}
+
+// Row by row (bf16 or int8 weights): each weight row is read once for the MB rows of x; int8 rows are scaled
+// once at the end (y = scale[n] * sum_k q[n, k] x[k]).
 static inline __attribute__((always_inline)) void dot_rows(
-    const int MB, const bf16* x, int64_t ldx, int64_t K, const bf16* W, int64_t n0, int64_t n1,
-    const float* bias, float* y, int64_t ldy, int accumulate) {
-  const int64_t K32 = K & ~(int64_t)31;
+    const int kind, const int MB, const bf16* x, int64_t ldx, int64_t K, const void* W, const bf16* scales,
+    int64_t n0, int64_t n1, const float* bias, float* y, int64_t ldy, int accumulate) {
+  const int64_t K32 = K & ~(int64_t)31, esize = kind == W_BF16 ? 2 : 1;
   const __mmask32 tail = (__mmask32)((1ull << (K - K32)) - 1);
   for (int64_t n = n0; n < n1; ++n) {
-    const bf16* w = W + n * K;
+    const int64_t row = n * K;
+    const char* wbytes = (const char*)W + row * esize;
     __m512 acc[8], acc2 = _mm512_setzero_ps();
     for (int b = 0; b < MB; ++b) acc[b] = _mm512_setzero_ps();
     int64_t k = 0;
     if (MB == 1) {  // two independent sums: a single row has nothing else to overlap with
       for (; k + 64 <= K32; k += 64) {
-        _mm_prefetch((const char*)(w + k) + PREFETCH_BYTES, _MM_HINT_T0);
-        _mm_prefetch((const char*)(w + k) + PREFETCH_BYTES + 64, _MM_HINT_T0);
-        acc[0] = _mm512_dpbf16_ps(acc[0], (__m512bh)_mm512_loadu_si512(w + k), (__m512bh)_mm512_loadu_si512(x + k));
-        acc2 = _mm512_dpbf16_ps(acc2, (__m512bh)_mm512_loadu_si512(w + k + 32), (__m512bh)_mm512_loadu_si512(x + k + 32));
+        _mm_prefetch(wbytes + k * esize + PREFETCH_BYTES, _MM_HINT_T0);
+        if (kind == W_BF16) _mm_prefetch(wbytes + k * esize + PREFETCH_BYTES + 64, _MM_HINT_T0);
+        acc[0] = _mm512_dpbf16_ps(acc[0], load_w32(kind, W, row + k, ~0u), (__m512bh)_mm512_loadu_si512(x + k));
+        acc2 = _mm512_dpbf16_ps(acc2, load_w32(kind, W, row + k + 32, ~0u), (__m512bh)_mm512_loadu_si512(x + k + 32));
       }
     }
     for (; k < K32; k += 32) {
-      _mm_prefetch((const char*)(w + k) + PREFETCH_BYTES, _MM_HINT_T0);
-      const __m512bh wv = (__m512bh)_mm512_loadu_si512(w + k);
+      _mm_prefetch(wbytes + k * esize + PREFETCH_BYTES, _MM_HINT_T0);
+      const __m512bh wv = load_w32(kind, W, row + k, ~0u);
       for (int b = 0; b < MB; ++b)
         acc[b] = _mm512_dpbf16_ps(acc[b], wv, (__m512bh)_mm512_loadu_si512(x + b * ldx + k));
     }
     if (tail) {
-      const __m512bh wv = (__m512bh)_mm512_maskz_loadu_epi16(tail, w + K32);
+      const __m512bh wv = load_w32(kind, W, row + K32, tail);
       for (int b = 0; b < MB; ++b)
         acc[b] = _mm512_dpbf16_ps(acc[b], wv, (__m512bh)_mm512_maskz_loadu_epi16(tail, x + b * ldx + K32));
     }
-    const float bn = bias ? bias[n] : 0.0f;
+    const float bn = bias ? bias[n] : 0.0f, sn = kind == W_INT8 ? bf2f(scales[n]) : 1.0f;
     if (MB == 1) acc[0] = _mm512_add_ps(acc[0], acc2);
     for (int b = 0; b < MB; ++b) {
-      const float v = _mm512_reduce_add_ps(acc[b]) + bn;
+      const float v = _mm512_reduce_add_ps(acc[b]) * sn + bn;
       float* out = y + b * ldy + n;
       *out = accumulate ? *out + v : v;
     }
@@ -126,30 +156,119 @@ static inline __attribute__((always_inline)) void dot_rows(
 #define ROW_BLOCK 16
 #endif
 
-typedef struct {
-  const bf16* w;      // (n, k)
-  const float* bias;  // (n,) or NULL
-  int64_t n, k;
-} Linear;
+#define DOT_CASES(KIND)                                                                          \
+  switch (min64(8, B - b0)) {                                                                     \
+    case 1: dot_rows(KIND, 1, xb, ldx, K, L->w, L->scales, n0, n1, L->bias, yb, ldy, accumulate); break; \
+    case 2: dot_rows(KIND, 2, xb, ldx, K, L->w, L->scales, n0, n1, L->bias, yb, ldy, accumulate); break; \
+    case 3: dot_rows(KIND, 3, xb, ldx, K, L->w, L->scales, n0, n1, L->bias, yb, ldy, accumulate); break; \
+    case 4: dot_rows(KIND, 4, xb, ldx, K, L->w, L->scales, n0, n1, L->bias, yb, ldy, accumulate); break; \
+    case 5: dot_rows(KIND, 5, xb, ldx, K, L->w, L->scales, n0, n1, L->bias, yb, ldy, accumulate); break; \
+    case 6: dot_rows(KIND, 6, xb, ldx, K, L->w, L->scales, n0, n1, L->bias, yb, ldy, accumulate); break; \
+    case 7: dot_rows(KIND, 7, xb, ldx, K, L->w, L->scales, n0, n1, L->bias, yb, ldy, accumulate); break; \
+    default: dot_rows(KIND, 8, xb, ldx, K, L->w, L->scales, n0, n1, L->bias, yb, ldy, accumulate); break; \
+  }
 
+// Weight rows n0..n1 of a bf16 or int8 layer.
 static inline void dot_block(const Linear* L, const bf16* x, int64_t B, int64_t ldx, float* y, int64_t ldy,
                              int accumulate, int64_t n0, int64_t n1) {
+  const int64_t K = L->k;
   for (int64_t b0 = 0; b0 < B; b0 += 8) {  // the block's weights stay in L1 for the next 8 rows of x
     const bf16* xb = x + b0 * ldx;
     float* yb = y + b0 * ldy;
-    const bf16* W = L->w;
-    const int64_t K = L->k;
-    switch (min64(8, B - b0)) {
-      case 1: dot_rows(1, xb, ldx, K, W, n0, n1, L->bias, yb, ldy, accumulate); break;
-      case 2: dot_rows(2, xb, ldx, K, W, n0, n1, L->bias, yb, ldy, accumulate); break;
-      case 3: dot_rows(3, xb, ldx, K, W, n0, n1, L->bias, yb, ldy, accumulate); break;
-      case 4: dot_rows(4, xb, ldx, K, W, n0, n1, L->bias, yb, ldy, accumulate); break;
-      case 5: dot_rows(5, xb, ldx, K, W, n0, n1, L->bias, yb, ldy, accumulate); break;
-      case 6: dot_rows(6, xb, ldx, K, W, n0, n1, L->bias, yb, ldy, accumulate); break;
-      case 7: dot_rows(7, xb, ldx, K, W, n0, n1, L->bias, yb, ldy, accumulate); break;
-      default: dot_rows(8, xb, ldx, K, W, n0, n1, L->bias, yb, ldy, accumulate); break;
+    if (L->kind == W_INT8) DOT_CASES(W_INT8) else DOT_CASES(W_BF16)
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// int4 weights in PyTorch's CPU packing (torch._convert_weight_to_int4pack_for_cpu; litgpt.quantization.portable
+// checks the layout in its self-test): the rows in blocks of 64 (np = n rounded up), a block is kp x 32 bytes,
+//   byte [blk, k, j] = code(row 64 blk + j, col k) | code(row 64 blk + 32 + j, col k) << 4,
+// a code c in 0..15 standing for (c - 8) * scale + zero, with the bf16 pair (scale, zero) of group g = k / group
+// and row n at scales[(g * np + n) * 2]. Columns k, k + 1 of a block are one 64-byte cache line.
+//
+// Per block and pair of columns, 16 bytes of column k and 16 of column k + 1 widen to 16 dwords (k in the low
+// half, k + 1 in the high half); the low (high) nibbles or-ed with 0x4300 are the bf16 pairs (128 + c_k,
+// 128 + c_k+1), exact, for 16 rows: one dpbf16 against the broadcast pair x[k], x[k + 1] adds them up. At the
+// end of a group, with xs = the group's sum of x (a dpbf16 against ones):
+//   sum_k ((c - 8) * scale + zero) x[k] = scale * (acc - 136 xs) + zero * xs.
+// Accumulators: 4 vectors (16 rows each) per row of x, up to 4 rows of x per pass over the block.
+
+static inline __attribute__((always_inline)) void int4_block(
+    const int MB, const Linear* L, const bf16* x, int64_t ldx, int64_t blk, float* y, int64_t ldy, int accumulate) {
+  const int64_t K = L->k, G = L->group, Np = L->np;
+  const uint8_t* wb = (const uint8_t*)L->w + blk * L->kp * 32;
+  const __m512i nibbles = _mm512_set1_epi32(0x000F000F), offset = _mm512_set1_epi32(0x43004300);
+  const __m512i high_words = _mm512_set1_epi32((int)0xFFFF0000u);
+  const __m512bh ones = (__m512bh)_mm512_set1_epi32(0x3F803F80);
+  float tot[4][64] __attribute__((aligned(64)));
+  for (int b = 0; b < MB; ++b)
+    for (int i = 0; i < 4; ++i) _mm512_store_ps(tot[b] + 16 * i, _mm512_setzero_ps());
+  for (int64_t g0 = 0; g0 < K; g0 += G) {
+    const int64_t g1 = min64(g0 + G, K);
+    __m512 acc[4][4], xs[4];
+    for (int b = 0; b < MB; ++b) {
+      xs[b] = _mm512_setzero_ps();
+      for (int i = 0; i < 4; ++i) acc[b][i] = _mm512_setzero_ps();
+    }
+    for (int64_t k = g0; k < g1; k += 2) {
+      const uint8_t* p = wb + k * 32;
+      _mm_prefetch((const char*)p + PREFETCH_BYTES, _MM_HINT_T0);
+      // rows 0-15 | 32-47 (d0) and 16-31 | 48-63 (d1) of columns k (low half) and k + 1 (high half)
+      const __m512i d0 = _mm512_or_si512(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)p)),
+                                         _mm512_slli_epi32(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(p + 32))), 16));
+      const __m512i d1 = _mm512_or_si512(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(p + 16))),
+                                         _mm512_slli_epi32(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(p + 48))), 16));
+      __m512bh w[4];  // rows 0-15, 16-31 (low nibbles), 32-47, 48-63 (high nibbles); 0xEA: (a & b) | c
+      w[0] = (__m512bh)_mm512_ternarylogic_epi32(d0, nibbles, offset, 0xEA);
+      w[1] = (__m512bh)_mm512_ternarylogic_epi32(d1, nibbles, offset, 0xEA);
+      w[2] = (__m512bh)_mm512_ternarylogic_epi32(_mm512_srli_epi32(d0, 4), nibbles, offset, 0xEA);
+      w[3] = (__m512bh)_mm512_ternarylogic_epi32(_mm512_srli_epi32(d1, 4), nibbles, offset, 0xEA);
+      for (int b = 0; b < MB; ++b) {
+        uint32_t pair;
+        memcpy(&pair, x + b * ldx + k, sizeof pair);
+        if (k + 1 == g1) pair &= 0xFFFFu;  // an odd last column: x[k + 1] is not part of the input
+        const __m512bh xp = (__m512bh)_mm512_set1_epi32((int)pair);
+        xs[b] = _mm512_dpbf16_ps(xs[b], ones, xp);
+        for (int i = 0; i < 4; ++i) acc[b][i] = _mm512_dpbf16_ps(acc[b][i], w[i], xp);
+      }
+    }
+    const int64_t g = g0 / G;
+    for (int i = 0; i < 4; ++i) {  // acc[.][i] holds rows 16 i .. 16 i + 15 of the block
+      const int64_t r = 16 * i;
+      const __m512i sz = _mm512_loadu_si512(L->scales + (g * Np + blk * 64 + r) * 2);
+      const __m512 scale = _mm512_castsi512_ps(_mm512_slli_epi32(sz, 16));
+      const __m512 zero = _mm512_castsi512_ps(_mm512_and_si512(sz, high_words));
+      for (int b = 0; b < MB; ++b) {
+        const __m512 sum = _mm512_fnmadd_ps(_mm512_set1_ps(136.0f), xs[b], acc[b][i]);
+        const __m512 t = _mm512_fmadd_ps(zero, xs[b], _mm512_load_ps(tot[b] + r));
+        _mm512_store_ps(tot[b] + r, _mm512_fmadd_ps(scale, sum, t));
+      }
     }
   }
+  const int64_t rows = min64(64, L->n - blk * 64);
+  for (int b = 0; b < MB; ++b) {
+    float* out = y + b * ldy + blk * 64;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float v = tot[b][r] + (L->bias ? L->bias[blk * 64 + r] : 0.0f);
+      out[r] = accumulate ? out[r] + v : v;
+    }
+  }
+}
+
+static void int4_rows(const Linear* L, const bf16* x, int64_t B, int64_t ldx, float* y, int64_t ldy, int accumulate) {
+  const int64_t nblocks = (L->n + 63) / 64;
+#pragma omp for schedule(static)
+  for (int64_t blk = 0; blk < nblocks; ++blk)
+    for (int64_t b0 = 0; b0 < B; b0 += 4) {  // the block stays in L1 / L2 for the next rows of x
+      const bf16* xb = x + b0 * ldx;
+      float* yb = y + b0 * ldy;
+      switch (min64(4, B - b0)) {
+        case 1: int4_block(1, L, xb, ldx, blk, yb, ldy, accumulate); break;
+        case 2: int4_block(2, L, xb, ldx, blk, yb, ldy, accumulate); break;
+        case 3: int4_block(3, L, xb, ldx, blk, yb, ldy, accumulate); break;
+        default: int4_block(4, L, xb, ldx, blk, yb, ldy, accumulate); break;
+      }
+    }
 }
 
 // AMX: the rows of x in chunks of 16, packed as the tiles want them (pairs of k next to each other):
@@ -172,7 +291,7 @@ static void amx_rows(const Linear* L, const bf16* x, int64_t B, int64_t ldx, flo
   const int64_t nfull = N / 16;
 #pragma omp for schedule(static) nowait
   for (int64_t nb = 0; nb < nfull; ++nb) {
-    const bf16* w = L->w + nb * 16 * K;
+    const bf16* w = (const bf16*)L->w + nb * 16 * K;
     for (int64_t c = 0; c < chunks; ++c) {
       float out[256] __attribute__((aligned(64)));
       _tile_zero(0);
@@ -204,7 +323,11 @@ static void amx_rows(const Linear* L, const bf16* x, int64_t B, int64_t ldx, flo
 // pack holds ceil(B / 16) * 16 * K bf16.
 static void linear_rows(const Linear* L, const bf16* x, int64_t B, int64_t ldx, float* y, int64_t ldy,
                         int accumulate, bf16* pack) {
-  if (amx_ready && pack && B >= AMX_MIN_ROWS && L->k % 32 == 0) {
+  if (L->kind == W_INT4) {
+    int4_rows(L, x, B, ldx, y, ldy, accumulate);
+    return;
+  }
+  if (L->kind == W_BF16 && amx_ready && pack && B >= AMX_MIN_ROWS && L->k % 32 == 0) {
     amx_rows(L, x, B, ldx, y, ldy, accumulate, pack);
     return;
   }
@@ -220,13 +343,53 @@ static void linear_rows(const Linear* L, const bf16* x, int64_t B, int64_t ldx, 
 // pack: NULL, or ceil(B / 16) * 16 * k bf16 of room for the AMX path.
 void lg_linear(const bf16* x, int64_t B, int64_t ldx, const bf16* w, int64_t n, int64_t k, const float* bias,
                float* y, int64_t ldy, int accumulate, bf16* pack) {
-  const Linear L = {w, bias, n, k};
+  const Linear L = {w, bias, n, k, W_BF16, 0, 0, 0, 0};
   const int amx = amx_ready && pack && B >= AMX_MIN_ROWS;
 #pragma omp parallel
   {
     if (amx) amx_begin();
     linear_rows(&L, x, B, ldx, y, ldy, accumulate, pack);
     if (amx) _tile_release();
+  }
+}
+
+// The same for a layer in any format (tests, tools): *L as NativeDecoder describes it.
+void lg_qlinear(const bf16* x, int64_t B, int64_t ldx, const Linear* L, float* y, int64_t ldy, int accumulate,
+                bf16* pack) {
+  const int amx = amx_ready && pack && B >= AMX_MIN_ROWS && L->kind == W_BF16;
+#pragma omp parallel
+  {
+    if (amx) amx_begin();
+    linear_rows(L, x, B, ldx, y, ldy, accumulate, pack);
+    if (amx) _tile_release();
+  }
+}
+
+// Row `id` of an embedding table in any format, dequantized to f32 (k values).
+static void embed_row(const Linear* E, int64_t id, float* out) {
+  const int64_t K = E->k;
+  if (E->kind == W_BF16) {
+    const bf16* row = (const bf16*)E->w + id * K;
+    for (int64_t i = 0; i < K; ++i) out[i] = bf2f(row[i]);
+  } else if (E->kind == W_INT8) {
+    const int8_t* row = (const int8_t*)E->w + id * K;
+    const float s = bf2f(E->scales[id]);
+    for (int64_t i = 0; i < K; ++i) out[i] = (float)row[i] * s;
+  } else {  // int4: PyTorch's CPU packing (see int4_block) or the portable rows (two codes a byte, even column high)
+    const uint8_t* w = (const uint8_t*)E->w;
+    for (int64_t i = 0; i < K; ++i) {
+      int c;
+      if (E->kind == W_INT4) {
+        const int64_t r = id % 64;
+        const uint8_t byte = w[(id / 64) * E->kp * 32 + i * 32 + r % 32];
+        c = r < 32 ? byte & 15 : byte >> 4;
+      } else {
+        const uint8_t byte = w[id * (E->kp / 2) + i / 2];
+        c = i % 2 ? byte & 15 : byte >> 4;
+      }
+      const bf16* sz = E->scales + ((i / E->group) * E->np + id) * 2;
+      out[i] = (float)(c - 8) * bf2f(sz[0]) + bf2f(sz[1]);
+    }
   }
 }
 
@@ -399,7 +562,7 @@ typedef struct {
   const int64_t* crow; // (B,) their sequences' rows in the KV caches
   const int64_t* out_rows;  // (n_out,) the rows whose logits are wanted (the last token of each prompt)
   int64_t n_out;
-  const bf16* wte;     // (vocab, n_embd)
+  Linear wte;          // the token embedding (vocab, n_embd), in any format
   const bf16* wpe;     // (block_size, n_embd) learned positions, or NULL
   float embed_scale;
   const Layer* layers;
@@ -442,9 +605,10 @@ void lg_decode(const Step* s) {
     if (amx) amx_begin();
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < B; ++b) {  // embeddings
-      const bf16* row = s->wte + s->ids[b] * C;
+      float* xb = s->x + b * C;
+      embed_row(&s->wte, s->ids[b], xb);
       const bf16* prow = s->wpe ? s->wpe + s->pos[b] * C : 0;
-      for (int64_t i = 0; i < C; ++i) s->x[b * C + i] = (bf2f(row[i]) + (prow ? bf2f(prow[i]) : 0.0f)) * s->embed_scale;
+      for (int64_t i = 0; i < C; ++i) xb[i] = (xb[i] + (prow ? bf2f(prow[i]) : 0.0f)) * s->embed_scale;
     }
     for (int64_t l = 0; l < s->n_layer; ++l) {
       const Layer* L = s->layers + l;

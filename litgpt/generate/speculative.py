@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from litgpt.generate.cpu import native_decode_step
 from litgpt.generate.engine import check_sampling_args, sample
 from litgpt.model import GPT
 
@@ -27,6 +28,8 @@ class SpeculativeStats:
     """Draft tokens the target accepted."""
     target_calls: int = 0
     """Forward passes of the target model (prefill included)."""
+    native: tuple[bool, bool] = (False, False)
+    """Whether the target and the draft ran on the native CPU kernels."""
 
     @property
     def acceptance_rate(self) -> float:
@@ -49,6 +52,31 @@ def _probs(logits: torch.Tensor, temperature: float, top_k: Optional[int], top_p
     return probs
 
 
+class _Forward:
+    """One model's forward over new tokens of its cached sequence (batch 1), on the engine `generate` uses: the
+    native CPU kernels where they run the model (`litgpt.generate.cpu`, bfloat16 on AVX512-BF16 CPUs), else
+    the PyTorch modules. Logits are float32."""
+
+    def __init__(self, model: GPT) -> None:
+        self.model = model
+        on_cpu = model.lm_head.weight.device.type == "cpu"
+        self.native = native_decode_step(model) if on_cpu else None
+
+    def prefill(self, prompt: torch.Tensor) -> torch.Tensor:
+        """The 1-D prompt at positions 0..T-1; the last token's logits (1, V)."""
+        if self.native is not None:
+            return self.native.prefill(self.model, [prompt])
+        positions = torch.arange(prompt.numel(), device=prompt.device)
+        return self.model(prompt.unsqueeze(0), input_pos=positions)[:, -1].float()
+
+    def __call__(self, tokens: list[int], start: int, device: torch.device) -> torch.Tensor:
+        """`tokens` at positions start, start + 1, ...; every token's logits (n, V)."""
+        if self.native is not None:
+            return self.native.extend(self.model, torch.tensor(tokens), start)
+        positions = torch.arange(start, start + len(tokens), device=device)
+        return self.model(torch.tensor([tokens], device=device), input_pos=positions)[0].float()
+
+
 @torch.inference_mode()
 def speculative_generate(
     target: GPT,
@@ -67,7 +95,9 @@ def speculative_generate(
 
     Each round the draft proposes `speculative_k` tokens one by one; the target scores all of them in one
     forward and keeps the longest accepted prefix plus one token of its own, so every round yields between
-    1 and `speculative_k + 1` tokens. Stops early on any of `stop_tokens` (sequences of ids).
+    1 and `speculative_k + 1` tokens. Stops early on any of `stop_tokens` (sequences of ids). Both models run
+    on `generate`'s engine: the native CPU kernels where they can (the target's check is one multi-row
+    pass, like a prefill), else the PyTorch modules.
     """
     check_sampling_args(temperature, top_k, top_p, max_new_tokens)
     if speculative_k < 1:
@@ -92,10 +122,11 @@ def speculative_generate(
     stats = SpeculativeStats(target_calls=1)
     stops = [list(s) for s in stop_tokens if len(s)]
 
-    idx = prompt.to(device=device, dtype=torch.long).unsqueeze(0)  # (1, T)
-    positions = torch.arange(T, device=device)
-    target_logits = target(idx, input_pos=positions)[:, -1]  # (1, V)
-    draft(idx, input_pos=positions)
+    run_target, run_draft = _Forward(target), _Forward(draft)
+    stats.native = (run_target.native is not None, run_draft.native is not None)
+    prompt = prompt.to(device=device, dtype=torch.long)
+    target_logits = run_target.prefill(prompt)  # (1, V)
+    run_draft.prefill(prompt)
     first = sample(target_logits, temperature, top_k, top_p, generator)  # (1,)
     out: list[int] = [int(first)]
     # tokens the draft has not seen yet (they sit at positions draft_pos, draft_pos + 1, ...)
@@ -113,22 +144,20 @@ def speculative_generate(
             break
         # 1) the draft proposes k tokens
         proposals, draft_probs = [], []
-        feed = torch.tensor([draft_pending], device=device)
+        feed = draft_pending
         for _ in range(k):
-            n = feed.size(1)
-            logits = draft(feed, input_pos=torch.arange(draft_pos, draft_pos + n, device=device))[:, -1]
-            draft_pos += n
+            logits = run_draft(feed, draft_pos, device)[-1:]  # (1, V)
+            draft_pos += len(feed)
             if greedy:
-                token = logits.argmax(dim=-1)
+                token = int(logits.argmax(dim=-1))
             else:
                 q = _probs(logits, temperature, top_k, top_p)
-                token = torch.multinomial(q, 1, generator=generator).squeeze(-1)
+                token = int(torch.multinomial(q, 1, generator=generator))
                 draft_probs.append(q[0])
-            proposals.append(int(token))
-            feed = token.view(1, 1)
+            proposals.append(token)
+            feed = [token]
         # 2) the target scores [last, d_1 .. d_k] in one forward: k + 1 next-token distributions
-        block = torch.tensor([[last, *proposals]], device=device)
-        logits = target(block, input_pos=torch.arange(pos, pos + k + 1, device=device))[0]  # (k + 1, V)
+        logits = run_target([last, *proposals], pos, device)  # (k + 1, V)
         stats.target_calls += 1
         stats.proposed += k
         # 3) accept the longest agreeing prefix, then one token from the target
@@ -169,70 +198,95 @@ def speculative_generate(
 
 
 def main(
-    checkpoint_dir: Path,
-    draft_model_dir: Path,
+    draft_model_checkpoint_dir: Path,
+    target_model_checkpoint_dir: Path,
     prompt: str = "What food do llamas eat?",
     *,
     sys_prompt: Optional[str] = None,
-    speculative_k: int = 4,
+    num_samples: int = 1,
     max_new_tokens: int = 50,
-    top_k: Optional[int] = None,
+    speculative_k: int = 3,
+    top_k: Optional[int] = 50,
     top_p: float = 1.0,
-    temperature: float = 0.0,
+    temperature: float = 0.8,
+    quantize: Optional[str] = None,
     precision: Optional[str] = None,
+    compile: bool = False,
     seed: int = 1234,
 ) -> None:
-    """Generate with speculative decoding: a small draft model proposes tokens, the target checks them.
+    """Generate with speculative decoding: a small draft model proposes tokens, the target model checks them.
 
-    Greedy decoding (temperature 0, the default) gives exactly the target model's own output. The text goes
-    to stdout; a line with time, tokens/s and the draft's acceptance rate to stderr.
+    LitGPT's order: the DRAFT checkpoint first, then the TARGET. Greedy decoding (`--temperature 0`) gives
+    exactly the target model's own output (`litgpt generate TARGET --temperature 0`); with sampling, the text
+    follows the target's distribution. Both models must share the tokenizer (the target's is used, with its
+    prompt style). The text goes to stdout; a line with time, tokens/s and the draft's acceptance rate to stderr.
 
     Args:
-        checkpoint_dir: The target model's checkpoint folder (its tokenizer and prompt style are used).
-        draft_model_dir: The draft model's checkpoint folder; it must share the target's tokenizer.
+        draft_model_checkpoint_dir: The draft model's checkpoint folder (small and fast, same tokenizer).
+        target_model_checkpoint_dir: The target model's checkpoint folder (the model whose output you get).
         prompt: The prompt.
         sys_prompt: A system prompt (default: the prompt style's, if it has one).
+        num_samples: How many samples to generate, one after another.
+        max_new_tokens: At most this many new tokens per sample (clipped to the context).
         speculative_k: Tokens the draft proposes per round (>= 1).
-        max_new_tokens: At most this many new tokens (clipped to the context).
-        top_k: Sample among the k most likely tokens only.
+        top_k: Sample among the k most likely tokens only (1 is greedy).
         top_p: Sample among the most likely tokens whose probability mass reaches top_p, in (0, 1].
         temperature: Sampling temperature; 0 is greedy decoding.
-        precision: 32-true, bf16-true or 16-true (default as for `litgpt generate`).
+        quantize: Weight quantization of both models while loading (as for `litgpt generate`).
+        precision: 32-true, bf16-true or 16-true (default as for `litgpt generate`); the draft uses the target's.
+        compile: Accepted for LitGPT compatibility; speculative decoding runs without torch.compile here.
         seed: Random seed for sampling.
     """
     import sys
     import time
+    import warnings
 
-    from litgpt.api import LLM
+    from litgpt.api import LLM, check_quantize
     from litgpt.precision import check_inference_precision as check_precision
     from litgpt.utils import check_valid_checkpoint_dir
 
+    check_quantize(quantize)
     check_precision(precision)
     check_sampling_args(temperature, top_k, top_p, max_new_tokens)
-    if speculative_k < 1:
+    if isinstance(speculative_k, bool) or not isinstance(speculative_k, int) or speculative_k < 1:
         raise ValueError(f"speculative_k must be >= 1, got {speculative_k}")
-    check_valid_checkpoint_dir(checkpoint_dir)
-    check_valid_checkpoint_dir(draft_model_dir)
-    target = LLM.load(str(checkpoint_dir), distribute=None)
-    target.distribute(precision=precision)
-    draft = LLM.load(str(draft_model_dir), distribute=None)
-    draft.distribute(precision=target.precision)
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    check_valid_checkpoint_dir(draft_model_checkpoint_dir)
+    check_valid_checkpoint_dir(target_model_checkpoint_dir)
+    if compile:
+        warnings.warn("--compile is not used by speculative decoding (it runs the models as they are)")
+    target = LLM.load(str(target_model_checkpoint_dir), distribute=None)
+    target.distribute(precision=precision, quantize=quantize)
+    draft = LLM.load(str(draft_model_checkpoint_dir), distribute=None)
+    draft.distribute(precision=target.precision, quantize=quantize)
     tokenizer = target.tokenizer
     text = target.prompt_style.apply(prompt, sys_prompt=sys_prompt)
     ids = tokenizer.encode(text, device=target.device)
     stops = [list(s) for s in target.prompt_style.stop_tokens(tokenizer)] + [[t] for t in tokenizer.stop_tokens]
     torch.manual_seed(seed)
-    t0 = time.perf_counter()
-    out, stats = speculative_generate(
-        target.model, draft.model, ids, max_new_tokens, speculative_k=speculative_k, temperature=temperature,
-        top_k=top_k, top_p=top_p, stop_tokens=stops,
-    )
-    seconds = time.perf_counter() - t0
-    sys.stdout.write(tokenizer.decode(out) + "\n")
-    sys.stdout.flush()
+    total = SpeculativeStats()
+    n_tokens, seconds = 0, 0.0
+    for i in range(num_samples):
+        t0 = time.perf_counter()
+        out, stats = speculative_generate(
+            target.model, draft.model, ids, max_new_tokens, speculative_k=speculative_k, temperature=temperature,
+            top_k=top_k, top_p=top_p, stop_tokens=stops,
+        )
+        seconds += time.perf_counter() - t0
+        n_tokens += len(out)
+        total.proposed, total.accepted = total.proposed + stats.proposed, total.accepted + stats.accepted
+        total.target_calls += stats.target_calls
+        total.native = stats.native
+        if num_samples > 1:
+            sys.stdout.write(f"--- sample {i + 1} of {num_samples} ---\n")
+        sys.stdout.write(tokenizer.decode(out) + "\n")
+        sys.stdout.flush()
+    engine = {(True, True): "native CPU kernels", (True, False): "target on the native CPU kernels",
+              (False, True): "draft on the native CPU kernels"}.get(total.native, target.device.type)
     print(
-        f"Time for inference: {seconds:.02f} sec total, {len(out) / seconds:.02f} tokens/sec ({len(out)} tokens); "
-        f"acceptance rate {stats.acceptance_rate:.1%} ({stats.accepted}/{stats.proposed} draft tokens), "
-        f"{stats.target_calls} target forward passes",
+        f"Time for inference: {seconds:.02f} sec total, {n_tokens / seconds:.02f} tokens/sec ({n_tokens} tokens, "
+        f"{engine}, {target.precision}); acceptance rate {total.acceptance_rate:.1%} ({total.accepted}/"
+        f"{total.proposed} draft tokens), {total.target_calls} target forward passes",
         file=sys.stderr,
     )

@@ -9,9 +9,12 @@ holds the int8 / packed int4 codes, with `...qkv.scales` (and `...qkv.zeros`) be
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import os
+import sys
 from pathlib import Path
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -134,8 +137,47 @@ def load_model(
         _check_full_precision_state(model, state, checkpoint_dir)
     elif not any(_is_quantized_entry(spec, k, state) for k in state):
         raise ValueError(f"{checkpoint_dir} has a {QUANTIZATION_FILE} but its lit_model.pth holds no quantized weights")
-    _fill(model, state, spec, device, dtype, use_kernels, source=str(checkpoint_dir / "lit_model.pth"))
+    pages = _FilePages(checkpoint_dir / "lit_model.pth") if device.type == "cpu" else None
+    _fill(model, state, spec, device, dtype, use_kernels, source=str(checkpoint_dir / "lit_model.pth"), pages=pages)
     return model
+
+
+class _FilePages:
+    """Drops the pages of the memory-mapped checkpoint from this process once a tensor read from them is used.
+
+    Pages of a memory-mapped file count in the resident memory until the mapping goes (with the last tensor of
+    the state dict): without this, loading would end with the whole full-precision file resident next to the
+    quantized model. Only addresses inside a mapping of the file itself are released (never anonymous memory);
+    reading such a tensor again faults its pages back in from the file. A no-op where /proc or madvise is missing.
+    """
+
+    _MADV_DONTNEED = 4
+
+    def __init__(self, path: Path) -> None:
+        self.ranges: list[tuple[int, int]] = []
+        self.page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        target = str(Path(path).resolve())
+        try:
+            self.madvise = ctypes.CDLL(None, use_errno=True).madvise
+            self.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+            with open("/proc/self/maps") as f:
+                for line in f:
+                    parts = line.split(maxsplit=5)
+                    if len(parts) == 6 and parts[5].strip() == target:
+                        lo, hi = (int(a, 16) for a in parts[0].split("-"))
+                        self.ranges.append((lo, hi))
+        except (OSError, AttributeError):
+            self.ranges = []
+
+    def release(self, t: Optional[torch.Tensor]) -> None:
+        if t is None or not self.ranges or t.device.type != "cpu" or sys.platform != "linux":
+            return
+        start = t.data_ptr()
+        end = start + t.numel() * t.element_size()
+        start = -(-start // self.page) * self.page  # whole pages inside the tensor only
+        end = end // self.page * self.page
+        if end > start and any(lo <= start and end <= hi for lo, hi in self.ranges):
+            self.madvise(start, end - start, self._MADV_DONTNEED)
 
 
 def quantize_model(
@@ -233,14 +275,19 @@ def _fill(
     dtype: torch.dtype,
     use_kernels: bool,
     source: str,
+    pages: Optional[_FilePages] = None,
 ) -> None:
-    """Replaces (or fills) the modules of `model` from `state`, popping each entry once used."""
+    """Replaces (or fills) the modules of `model` from `state`, popping each entry once used (and, with `pages`,
+    dropping its pages of the memory-mapped file)."""
     config = model.config
     use_kernel = None if use_kernels else False
+    release = pages.release if pages is not None else (lambda t: None)
 
     def move(key: str) -> torch.Tensor:  # a full-precision tensor: floating point cast to dtype, always a copy
         t = _take(state, key, source)
-        return t.to(device=device, dtype=dtype if t.is_floating_point() else None, copy=True)
+        out = t.to(device=device, dtype=dtype if t.is_floating_point() else None, copy=True)
+        release(t)
+        return out
 
     # tied embeddings: the output layer reads the embedding's entries (one matrix, read once)
     head_key, emb_key = HEAD + ".weight", EMBEDDING + ".weight"
@@ -270,15 +317,19 @@ def _fill(
             bias = _take(state, bias_key, source) if bias_key else None
             new = bnb_linear(spec, weight, bias, device, dtype)
         else:
-            new = _portable_linear(spec, wprefix, bias_key, state, linear, device, dtype, use_kernel, source, shared)
+            new = _portable_linear(
+                spec, wprefix, bias_key, state, linear, device, dtype, use_kernel, source, shared, release
+            )
         setattr(parent, attr, new)
+        if spec is not None and device.type == "cpu":
+            return_freed_memory()  # the float32 temporaries of quantizing, before the next layer's
 
     # the token embedding: a row lookup into quantized rows with the portable modes (shared with a tied head
     # where its layout allows); full precision otherwise (bitsandbytes quantizes linear layers only)
     wte = model.transformer.wte
     if spec is not None and not spec.is_bnb:
         head = model.lm_head if tied else None
-        model.transformer.wte = _portable_embedding(spec, state, wte, head, device, dtype, source)
+        model.transformer.wte = _portable_embedding(spec, state, wte, head, device, dtype, source, release)
     else:
         wte.weight = nn.Parameter(move(emb_key), requires_grad=False)
         if tied and spec is None:
@@ -321,6 +372,7 @@ def _portable_linear(
     use_kernel: Optional[bool],
     source: str,
     keep: bool,
+    release: Callable[[torch.Tensor], None] = lambda t: None,
 ) -> nn.Module:
     """An Int8Linear / Int4Linear for `linear`, quantized from the full-precision weight at `wprefix` or read
     from saved quantized entries there. With `keep`, the entries stay in `state` (a tied embedding reads them)."""
@@ -336,14 +388,18 @@ def _portable_linear(
         if saved:
             q, scales = get(wprefix + "weight").to(device, copy=True), get(wprefix + "scales").to(device, copy=True)
         else:
-            q, scales = quantize_int8(get(wprefix + "weight").to(device))
+            source_weight = get(wprefix + "weight")
+            q, scales = quantize_int8(source_weight.to(device))
+            release(source_weight)  # kept for a tied embedding? its pages fault back in from the file
         return module.set_quantized(q, scales, bias, dtype, use_kernel=use_kernel)
     module = Int4Linear(K, N, bias=bias is not None, group_size=spec.group_size)
     if saved:
         packed = get(wprefix + "weight").to(device, copy=True)
         scales, zeros = get(wprefix + "scales").to(device, copy=True), get(wprefix + "zeros").to(device, copy=True)
     else:
-        packed, scales, zeros = quantize_int4(get(wprefix + "weight").to(device), spec.group_size)
+        source_weight = get(wprefix + "weight")
+        packed, scales, zeros = quantize_int4(source_weight.to(device), spec.group_size)
+        release(source_weight)
     return module.set_quantized(packed, scales, zeros, bias, dtype, use_kernel=use_kernel)
 
 
@@ -355,6 +411,7 @@ def _portable_embedding(
     device: torch.device,
     dtype: torch.dtype,
     source: str,
+    release: Callable[[torch.Tensor], None] = lambda t: None,
 ) -> nn.Module:
     """The quantized token embedding; shares a tied head's tensors when the head's layout can be read by row."""
     V, C = wte.num_embeddings, wte.embedding_dim
@@ -365,7 +422,10 @@ def _portable_embedding(
     saved = key + "scales" in state
 
     def get(suffix: str) -> torch.Tensor:
-        return _take(state, key + suffix, source).to(device, copy=True)
+        t = _take(state, key + suffix, source)
+        out = t.to(device, copy=True)
+        release(t)
+        return out
 
     if spec.method == "int8":
         emb = Int8Embedding(V, C)

@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 INT4_GROUP_SIZES = (32, 64, 128)
-_CHUNK_ELEMENTS = 1 << 22  # quantize at most this many weights at once (bounds the float32 temporaries)
+_CHUNK_ELEMENTS = 1 << 20  # quantize at most this many weights at once (bounds the float32 temporaries)
 _CPU_INT4_BLOCK = 64  # rows per block of the CPU int4 kernel's packed layout (see `_cpu_int4_unpack`)
 
 
@@ -287,7 +287,7 @@ class Int8Linear(nn.Module):
     Buffers: `weight` int8 (out, in), `scales` (out,), optional parameter `bias`.
     """
 
-    native_decode = False  # quantized weights run through the PyTorch modules (litgpt.generate.cpu)
+    native_decode = True  # the native CPU decode step reads the int8 rows (litgpt.generate.cpu)
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False) -> None:
         super().__init__()
@@ -364,6 +364,8 @@ class Int8Linear(nn.Module):
 class Int8Embedding(Int8Linear):
     """An embedding table stored like `Int8Linear` (one scale per row); `forward(ids)` returns rows."""
 
+    native_decode = True  # declared per class (never inherited): the native step looks rows up itself
+
     def __init__(self, num_embeddings: int, embedding_dim: int) -> None:
         super().__init__(embedding_dim, num_embeddings, bias=False)
 
@@ -382,7 +384,7 @@ class Int4Linear(nn.Module):
     "cuda"), with `scales_and_zeros` (Kp / G, Np, 2) next to it.
     """
 
-    native_decode = False  # quantized weights run through the PyTorch modules (litgpt.generate.cpu)
+    native_decode = True  # the native CPU decode step reads the "cpu" layout (litgpt.generate.cpu)
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False, group_size: int = 64) -> None:
         super().__init__()
@@ -563,6 +565,8 @@ class Int4Embedding(Int4Linear):
     On its own it keeps the portable layout (rows are gathered, never multiplied). Tied to an `Int4Linear`
     head it shares that layer's tensors, which must then be in a layout `rows()` reads (portable or CPU).
     """
+
+    native_decode = True  # declared per class (never inherited): the native step looks rows up in either layout
 
     def __init__(self, num_embeddings: int, embedding_dim: int, group_size: int = 64) -> None:
         super().__init__(embedding_dim, num_embeddings, bias=False, group_size=group_size)

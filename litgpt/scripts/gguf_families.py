@@ -29,7 +29,6 @@ import torch
 
 from litgpt.config import Config
 from litgpt.scripts.hf_families import (
-    FAMILIES,
     Rule,
     config_from_hf,
     family_for_config,
@@ -66,7 +65,7 @@ class GGUFFamily:
     norm_offset: float = 0.0
     """Added to every RMSNorm weight on export (Gemma's `1 + w`)."""
     sliding_window: bool = False
-    """llama.cpp honours `<arch>.attention.sliding_window` for this architecture."""
+    """llama.cpp slides the attention window for this architecture (elsewhere the key is informational)."""
     sliding_period: Optional[int] = None
     """llama.cpp's fixed sliding pattern: layer i slides when (i + 1) % period != 0 (None: every layer)."""
 
@@ -240,10 +239,8 @@ def write_metadata(writer: Any, config: Config, gfam: GGUFFamily, name: str) -> 
     writer.add_rope_freq_base(float(config.rope_base))
     writer.add_layer_norm_rms_eps(float(config.norm_eps))
     writer.add_vocab_size(config.padded_vocab_size)
-    if gfam.sliding_window and config.sliding_window_size is not None and any(
-        config.is_sliding_layer(i) for i in range(config.n_layer)
-    ):
-        writer.add_sliding_window(config.sliding_window_size)
+    if config.sliding_window_size is not None and any(config.is_sliding_layer(i) for i in range(config.n_layer)):
+        writer.add_sliding_window(config.sliding_window_size)  # informational where llama.cpp has no SWA
     if config.attention_logit_softcapping is not None:
         writer.add_attn_logit_softcapping(float(config.attention_logit_softcapping))
     if config.final_logit_softcapping is not None:
@@ -326,6 +323,8 @@ def config_from_gguf(reader: Any, name: str) -> tuple[Config, GGUFFamily]:
             hf["query_pre_attn_scalar"] = n_embd // n_head
     elif gfam.arch == "phi3":
         hf["sliding_window"] = window
+    elif gfam.arch == "llama" and window:
+        hf.update(model_type="mistral", sliding_window=window)
     config, _, _ = config_from_hf(hf, name=name)
     if "rope_freqs.weight" in tensors:
         factors = torch.from_numpy(_dequantize(tensors["rope_freqs.weight"]).copy()).reshape(-1)

@@ -17,12 +17,25 @@ import torch
 from litgpt.utils import TOKENIZER_FILES
 
 
-def validate(checkpoint_dir: Path, precision: Optional[str] = None, accelerator: str = "auto") -> dict[str, Any]:
+def validate(
+    checkpoint_dir: Path,
+    model_filename: str = "lit_model.pth",
+    dtype: Optional[str] = None,
+    training: bool = False,
+    *,
+    precision: Optional[str] = None,
+    accelerator: str = "auto",
+) -> dict[str, Any]:
     """Check a checkpoint folder before a long job: files, config, tokenizer, tensor names and shapes, dtype,
     and whether the weights plus a full-context KV cache fit the device's memory.
 
     Args:
         checkpoint_dir: The checkpoint folder (lit_model.pth, model_config.yaml and the tokenizer files).
+        model_filename: The weights file in the folder.
+        dtype: The dtype for the memory estimate (float32, float16, bfloat16), as LitGPT's `--dtype`; default: the
+            precision's, else the weights' own.
+        training: Estimate the memory of training (gradients and AdamW's two moments in float32 added) instead
+            of inference with a full-context KV cache.
         precision: The precision the job will run in (32-true, bf16-true, 16-true) for the memory estimate;
             default: the weights' own dtype.
         accelerator: The device the job will run on (auto, cpu, cuda) for the memory comparison.
@@ -33,7 +46,10 @@ def validate(checkpoint_dir: Path, precision: Optional[str] = None, accelerator:
     """
     from litgpt.precision import check_inference_precision, resolve_device
 
+    from litgpt.utils import parse_dtype
+
     check_inference_precision(precision)
+    memory_dtype = parse_dtype(dtype) if dtype is not None else None
     device = resolve_device(accelerator)
     folder = Path(checkpoint_dir)
     report: dict[str, Any] = {"problems": [], "params": None, "dtype": None, "memory_gb": None, "available_gb": None}
@@ -50,9 +66,9 @@ def validate(checkpoint_dir: Path, precision: Optional[str] = None, accelerator:
         raise FileNotFoundError(f"checkpoint directory {folder} does not exist")
     config = _check_config(folder, ok, bad)
     tokenizer = _check_tokenizer(folder, config, ok, bad)
-    state = _check_weights(folder, config, ok, bad)
+    state = _check_weights(folder, config, ok, bad, model_filename)
     if config is not None and state is not None:
-        _check_memory(config, state, precision, device, report, ok, bad)
+        _check_memory(config, state, precision, device, report, ok, bad, memory_dtype, training)
     del tokenizer
     if problems:
         raise ValueError(f"{folder} failed {len(problems)} check(s): {'; '.join(problems)}")
@@ -95,17 +111,17 @@ def _check_tokenizer(folder: Path, config, ok, bad):
     return tokenizer
 
 
-def _check_weights(folder: Path, config, ok, bad) -> Optional[dict]:
+def _check_weights(folder: Path, config, ok, bad, model_filename: str = "lit_model.pth") -> Optional[dict]:
     from litgpt.checkpoint import apply_peft_files
     from litgpt.model import GPT
     from litgpt.quantization.modes import QUANTIZATION_FILE
     from litgpt.utils import load_state_dict
 
-    path = folder / "lit_model.pth"
+    path = folder / model_filename
     if not path.is_file():
-        peft = [p.name for p in folder.glob("lit_model.pth.*")]
+        peft = [p.name for p in folder.glob(f"{model_filename}.*")]
         hint = f" (only {peft[0]}: run `litgpt merge_lora {folder}`)" if peft else ""
-        bad(f"lit_model.pth is missing{hint}")
+        bad(f"{model_filename} is missing{hint}")
         return None
     try:
         state = load_state_dict(path)
@@ -143,20 +159,23 @@ def _check_weights(folder: Path, config, ok, bad) -> Optional[dict]:
     return state
 
 
-def _check_memory(config, state: dict, precision: Optional[str], device: torch.device, report: dict, ok, bad) -> None:
+def _check_memory(config, state: dict, precision: Optional[str], device: torch.device, report: dict, ok, bad,
+                  memory_dtype: Optional[torch.dtype] = None, training: bool = False) -> None:
     from litgpt.precision import INFERENCE_PRECISIONS
 
     params = sum(t.numel() for t in {(t.data_ptr(), t.numel()): t for t in state.values()}.values())
     stored = next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32)
-    dtype = INFERENCE_PRECISIONS[precision] if precision else stored
+    dtype = memory_dtype or (INFERENCE_PRECISIONS[precision] if precision else stored)
     size = torch.empty((), dtype=dtype).element_size()
     kv_cache = 2 * config.n_layer * config.n_query_groups * config.head_size * config.block_size * size
-    need = params * size + kv_cache
+    # training: weights, their gradients and AdamW's two float32 moments; inference: weights and a full KV cache
+    need = params * (2 * size + 8) if training else params * size + kv_cache
     available = _available_bytes(device)
     report.update(params=params, dtype=str(dtype).removeprefix("torch."), memory_gb=round(need / 1e9, 3),
                   available_gb=None if available is None else round(available / 1e9, 3))
-    line = (f"memory: {params:,} parameters in {report['dtype']} + a KV cache of the full context "
-            f"({config.block_size} tokens) ~ {need / 1e9:.3f} GB")
+    extra = ("gradients and AdamW state" if training
+             else f"a KV cache of the full context ({config.block_size} tokens)")
+    line = f"memory: {params:,} parameters in {report['dtype']} + {extra} ~ {need / 1e9:.3f} GB"
     if available is None:
         ok(line)
     elif need > available:

@@ -67,9 +67,11 @@ class Method:
     - `resume_state_dict(folder)`: (state dict, strict) to load when resuming from a step folder.
     - `checkpoint_state(model)`: the tensors checkpoints need, when not the whole state dict (PEFT methods).
     - `check()`: one-line errors about the verb's own inputs, before any work.
+    - `objective`: what a step minimises, when not the token cross-entropy (an `Objective`).
     """
 
     name = "full"
+    objective: Optional["Objective"] = None
 
     def check(self) -> None:
         """Raises a one-line error for bad inputs of the method (called before anything is written)."""
@@ -97,6 +99,31 @@ class Method:
         """The tensors `model_files` needs, on the CPU, when the method can name them itself on one process
         (e.g. only the trainable ones); None: the whole state dict, gathered as FSDP needs."""
         return None
+
+
+class Objective:
+    """What a training step minimises instead of the token cross-entropy (`Method.objective`), e.g. a preference
+    loss. The loss of a micro-batch is a sum over its `units` (pairs, sequences...); the loop divides it by the
+    units of the whole optimizer step, over all processes, so the step minimises the mean over units for any
+    split into micro-batches and devices. Metrics are summed the same way and logged as means over the units of
+    the logging window (`val_` + name at validation); `columns` names them for metrics.csv.
+    """
+
+    columns: tuple[str, ...] = ()
+
+    def units(self, batch: dict[str, torch.Tensor]) -> int:
+        """How many units the loss of `batch` sums over."""
+        raise NotImplementedError
+
+    def prepare(self, trainer: Any) -> None:
+        """Called once the model is set up on its device, before a resumed run loads its weights (so the model
+        still holds the starting weights)."""
+
+    def loss(self, trainer: Any, batch: dict[str, torch.Tensor], training: bool
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(the loss of `batch` summed over its units, {metric: its sum over the units}). `training`: the
+        gradients flow through `trainer.model`; else (validation) no gradients, through `trainer.raw`."""
+        raise NotImplementedError
 
 
 @dataclass
@@ -395,6 +422,10 @@ class _Trainer:
         optimizer = build_optimizer(run.optimizer, self.raw, **fused)
         self.optimizer = fabric.setup_optimizers(optimizer)
         self.scheduler = build_scheduler(self.optimizer, self.warmup, self.total_steps, t.min_lr)
+        self.objective = self.method.objective
+        self._metric_sums: dict[str, torch.Tensor] = {}
+        if self.objective is not None:
+            self.objective.prepare(self)
         if self.resume_dir is not None:
             self._resume(self.resume_dir)
         self.prompt_style = run.prompt_style if run.prompt_style is not None else (data.get_prompt_style() or "default")
@@ -472,6 +503,7 @@ class _Trainer:
             start_step=self.state.step, project=run.log.project or run.verb, run=run.log.run or run.out_dir.name,
             group=run.log.group, hyperparameters=run.hyperparameters,
             resume_step=self.state.step if self.resume_dir is not None else None,
+            extra_columns=self.objective.columns if self.objective is not None else (),
         )
         # denormal floats (tiny products, e.g. of near-zero probabilities) make CPU matrix products several
         # times slower; flushing them to zero changes nothing measurable in training
@@ -540,6 +572,7 @@ class _Trainer:
 
                 if s.step % t.log_interval == 0:
                     loss = self._reduce(window_loss) / max(window_targets, 1)
+                    objective_metrics = self._metric_means(window_targets)
                     window_loss.zero_()
                     window_targets = 0
                     metrics = {"epoch": s.epoch, "tokens": s.tokens, "samples": s.samples,
@@ -548,6 +581,7 @@ class _Trainer:
                     if self._last_grad_norm is not None:
                         metrics["grad_norm"] = float(self._last_grad_norm)
                     metrics.update(throughput.compute())
+                    metrics.update(objective_metrics)
                     s.train_history.append((s.step, loss))
                     self.monitor.log(metrics, s.step)
 
@@ -669,7 +703,7 @@ class _Trainer:
         """One optimizer step over this process's micro-batches; returns (summed loss on this process as a
         tensor, target tokens and input tokens over all processes)."""
         fabric, t = self.fabric, self.train_args
-        targets = sum(int((b["labels"] != self.ignore_index).sum()) for b in micro_batches)
+        targets = sum(self._units(b) for b in micro_batches)
         tokens = sum(b["input_ids"].numel() for b in micro_batches)
         if self.world > 1:
             counts = fabric.all_reduce(torch.tensor([targets, tokens], device=fabric.device, dtype=torch.float64),
@@ -698,8 +732,28 @@ class _Trainer:
     _last_grad_norm: Optional[torch.Tensor] = None
     _last_lr = 0.0
 
+    objective: Optional[Objective] = None
+
+    def _units(self, batch: dict[str, torch.Tensor]) -> int:
+        """What the loss of a batch sums over: its target tokens, or the objective's units."""
+        if self.objective is not None:
+            return self.objective.units(batch)
+        return int((batch["labels"] != self.ignore_index).sum())
+
+    def _metric_means(self, units: int) -> dict[str, float]:
+        """The objective's metrics of the logging window (means over its units); starts a new window."""
+        means = {name: self._reduce(value) / max(units, 1) for name, value in self._metric_sums.items()}
+        self._metric_sums = {}
+        return means
+
     def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Summed token cross-entropy of one micro-batch (fused with the LM head when possible)."""
+        """Summed token cross-entropy of one micro-batch (fused with the LM head when possible), or the
+        objective's loss."""
+        if self.objective is not None:
+            loss, metrics = self.objective.loss(self, batch, training=True)
+            for name, value in metrics.items():
+                self._metric_sums[name] = self._metric_sums.get(name, 0) + value.detach()
+            return loss
         head = self.fused_head
         extra = packing_kwargs(batch)
         if head is None:
@@ -721,15 +775,21 @@ class _Trainer:
                                      fabric.global_rank, max(1, max_iters))
         loss_sum = torch.zeros((), device=fabric.device, dtype=torch.float64)
         count = torch.zeros((), device=fabric.device, dtype=torch.float64)
+        sums: dict[str, torch.Tensor] = {}  # the objective's metrics
         t0 = time.perf_counter()
         for indices, counts in batches:
             batch = fabric.to_device(data.collate([data.val_dataset[i] for i in indices]))
-            with fabric.autocast():
-                logits = self.raw(batch["input_ids"], **packing_kwargs(batch))
-            loss = token_loss_sum(logits, batch["labels"], self.ignore_index)
+            if self.objective is not None:
+                loss, extra = self.objective.loss(self, batch, training=False)
+            else:
+                with fabric.autocast():
+                    logits = self.raw(batch["input_ids"], **packing_kwargs(batch))
+                loss, extra = token_loss_sum(logits, batch["labels"], self.ignore_index), {}
             if counts:
                 loss_sum += loss.double()
-                count += (batch["labels"] != self.ignore_index).sum()
+                count += self._units(batch)
+                for name, value in extra.items():
+                    sums[name] = sums.get(name, 0) + value.double()
         if self.world > 1:
             loss_sum = fabric.all_reduce(loss_sum, reduce_op="sum")
             count = fabric.all_reduce(count, reduce_op="sum")
@@ -738,6 +798,7 @@ class _Trainer:
         s.val_history.append((s.step, val_loss))
         metrics = {"epoch": s.epoch, "tokens": s.tokens, "samples": s.samples, "val_loss": val_loss,
                    "val_ppl": math.exp(min(val_loss, 50))}
+        metrics.update({f"val_{name}": self._reduce(value) / max(float(count), 1) for name, value in sums.items()})
         self.monitor.log(metrics, s.step)
         sample = self._sample()
         message = f"step {s.step}: val loss {val_loss:.4f}, val ppl {math.exp(min(val_loss, 50)):.2f} " \

@@ -20,7 +20,7 @@ CSV_COLUMNS = ("step", "epoch", "tokens", "samples", "time", "loss", "val_loss",
 class CSVMetrics:
     """`<out_dir>/logs/metrics.csv` with fixed columns; a resumed run drops rows past its step first."""
 
-    def __init__(self, path: Path, resume_step: Optional[int] = None) -> None:
+    def __init__(self, path: Path, resume_step: Optional[int] = None, extra_columns: tuple[str, ...] = ()) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         kept: list[dict[str, str]] = []
@@ -28,7 +28,8 @@ class CSVMetrics:
             with open(self.path, newline="") as f:
                 kept = [row for row in csv.DictReader(f) if row.get("step") and int(row["step"]) <= resume_step]
         self.file = open(self.path, "w", newline="")
-        self.writer = csv.DictWriter(self.file, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        self.writer = csv.DictWriter(self.file, fieldnames=CSV_COLUMNS + tuple(extra_columns),
+                                     extrasaction="ignore")
         self.writer.writeheader()
         for row in kept:
             self.writer.writerow(row)
@@ -152,6 +153,7 @@ class Monitor:
         group: Optional[str],
         hyperparameters: dict[str, Any],
         resume_step: Optional[int],
+        extra_columns: tuple[str, ...] = (),
     ) -> None:
         self.enabled = enabled
         self.bar = None
@@ -159,7 +161,7 @@ class Monitor:
         self.tracker: Optional[TrackerLogger] = None
         if not enabled:
             return
-        self.csv = CSVMetrics(out_dir / "logs" / "metrics.csv", resume_step)
+        self.csv = CSVMetrics(out_dir / "logs" / "metrics.csv", resume_step, extra_columns)
         if logger_name != "csv":
             self.tracker = TrackerLogger(logger_name, out_dir, project, run, group, hyperparameters)
         from tqdm import tqdm
