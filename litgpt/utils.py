@@ -6,12 +6,14 @@ Layer 0: imports nothing from the project but `litgpt.precision` (also layer 0);
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import importlib
 import inspect
 import os
 import pickle
 import shutil
+import sys
 import tempfile
 import zipfile
 from contextlib import contextmanager
@@ -152,6 +154,44 @@ def check_valid_checkpoint_dir(
     if not ignore_tokenizer_files and not any((checkpoint_dir / f).is_file() for f in TOKENIZER_FILES[:2]):
         raise FileNotFoundError(f"{checkpoint_dir} is missing its tokenizer (tokenizer.json or tokenizer.model)")
     return checkpoint_dir
+
+
+class MappedFilePages:
+    """Drops the pages of the memory-mapped checkpoint from this process once a tensor read from them is used.
+
+    Pages of a memory-mapped file count in the resident memory until the mapping goes (with the last tensor of
+    the state dict): without this, loading would end with the whole full-precision file resident next to the
+    quantized model. Only addresses inside a mapping of the file itself are released (never anonymous memory);
+    reading such a tensor again faults its pages back in from the file. A no-op where /proc or madvise is missing.
+    """
+
+    _MADV_DONTNEED = 4
+
+    def __init__(self, path: Path) -> None:
+        self.ranges: list[tuple[int, int]] = []
+        self.page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        target = str(Path(path).resolve())
+        try:
+            self.madvise = ctypes.CDLL(None, use_errno=True).madvise
+            self.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+            with open("/proc/self/maps") as f:
+                for line in f:
+                    parts = line.split(maxsplit=5)
+                    if len(parts) == 6 and parts[5].strip() == target:
+                        lo, hi = (int(a, 16) for a in parts[0].split("-"))
+                        self.ranges.append((lo, hi))
+        except (OSError, AttributeError):
+            self.ranges = []
+
+    def release(self, t: Optional[torch.Tensor]) -> None:
+        if t is None or not self.ranges or t.device.type != "cpu" or sys.platform != "linux":
+            return
+        start = t.data_ptr()
+        end = start + t.numel() * t.element_size()
+        start = -(-start // self.page) * self.page  # whole pages inside the tensor only
+        end = end // self.page * self.page
+        if end > start and any(lo <= start and end <= hi for lo, hi in self.ranges):
+            self.madvise(start, end - start, self._MADV_DONTNEED)
 
 
 def read_yaml(path: PathLike) -> Any:

@@ -83,7 +83,8 @@ _HUGE_PAGE = 2 << 20
 _MADV_HUGEPAGE = 14
 
 
-def pack_weights_in_huge_pages(model: nn.Module) -> bool:
+def pack_weights_in_huge_pages(model: nn.Module, dtype: Optional[torch.dtype] = None,
+                               release: Optional[Callable[[torch.Tensor], None]] = None) -> bool:
     """Moves the parameters of a CPU model into one buffer backed by 2 MiB pages (Linux transparent huge
     pages, asked for with madvise), in place: same Parameter objects, same values, new storage.
 
@@ -92,13 +93,18 @@ def pack_weights_in_huge_pages(model: nn.Module) -> bool:
     decode matrices stream at ~21.5 GB/s instead of ~15.5. Peak memory grows by at most one tensor (each
     one is copied and its old storage released in turn). Returns False, changing nothing, where madvise is
     unavailable (non-Linux) or refused.
+
+    With `dtype`, floating-point parameters are converted while they are copied (one copy of the weights in all:
+    a float32 checkpoint becomes packed bfloat16 without a bfloat16 copy in between), and `release(tensor)` is
+    called on each source tensor once copied (e.g. to drop its pages of a memory-mapped checkpoint).
     """
     params = [p for p in model.parameters() if p.device.type == "cpu"]
     params += [b for m in model.modules() if isinstance(m, _QUANTIZED) for b in m.buffers(recurse=False)]
     if not params or sys.platform != "linux":
         return False
     unique = list({id(p): p for p in params}.values())
-    sizes = [-(-p.numel() * p.element_size() // 64) * 64 for p in unique]
+    targets = [dtype if dtype is not None and p.is_floating_point() else p.dtype for p in unique]
+    sizes = [-(-p.numel() * torch.empty((), dtype=t).element_size() // 64) * 64 for p, t in zip(unique, targets)]
     total = -(-sum(sizes) // _HUGE_PAGE) * _HUGE_PAGE
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -111,9 +117,12 @@ def pack_weights_in_huge_pages(model: nn.Module) -> bool:
         return False
     offset = 0
     with torch.no_grad():
-        for p, size in zip(unique, sizes):
-            view = arena[offset : offset + p.numel() * p.element_size()].view(p.dtype).view(p.shape)
+        for p, size, target in zip(unique, sizes, targets):
+            nbytes = p.numel() * torch.empty((), dtype=target).element_size()
+            view = arena[offset : offset + nbytes].view(target).view(p.shape)
             view.copy_(p)
+            if release is not None:
+                release(p.data)
             p.data = view
             offset += size
     return True

@@ -9,10 +9,7 @@ holds the int8 / packed int4 codes, with `...qkv.scales` (and `...qkv.zeros`) be
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
-import os
-import sys
 from pathlib import Path
 from typing import Callable, Optional, Union
 
@@ -39,6 +36,7 @@ from litgpt.quantization.portable import (
     quantize_int8,
 )
 from litgpt.utils import (
+    MappedFilePages,
     check_state_dict_matches, check_valid_checkpoint_dir, load_state_dict, parse_dtype, return_freed_memory,
 )
 
@@ -137,47 +135,9 @@ def load_model(
         _check_full_precision_state(model, state, checkpoint_dir)
     elif not any(_is_quantized_entry(spec, k, state) for k in state):
         raise ValueError(f"{checkpoint_dir} has a {QUANTIZATION_FILE} but its lit_model.pth holds no quantized weights")
-    pages = _FilePages(checkpoint_dir / "lit_model.pth") if device.type == "cpu" else None
+    pages = MappedFilePages(checkpoint_dir / "lit_model.pth") if device.type == "cpu" else None
     _fill(model, state, spec, device, dtype, use_kernels, source=str(checkpoint_dir / "lit_model.pth"), pages=pages)
     return model
-
-
-class _FilePages:
-    """Drops the pages of the memory-mapped checkpoint from this process once a tensor read from them is used.
-
-    Pages of a memory-mapped file count in the resident memory until the mapping goes (with the last tensor of
-    the state dict): without this, loading would end with the whole full-precision file resident next to the
-    quantized model. Only addresses inside a mapping of the file itself are released (never anonymous memory);
-    reading such a tensor again faults its pages back in from the file. A no-op where /proc or madvise is missing.
-    """
-
-    _MADV_DONTNEED = 4
-
-    def __init__(self, path: Path) -> None:
-        self.ranges: list[tuple[int, int]] = []
-        self.page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-        target = str(Path(path).resolve())
-        try:
-            self.madvise = ctypes.CDLL(None, use_errno=True).madvise
-            self.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-            with open("/proc/self/maps") as f:
-                for line in f:
-                    parts = line.split(maxsplit=5)
-                    if len(parts) == 6 and parts[5].strip() == target:
-                        lo, hi = (int(a, 16) for a in parts[0].split("-"))
-                        self.ranges.append((lo, hi))
-        except (OSError, AttributeError):
-            self.ranges = []
-
-    def release(self, t: Optional[torch.Tensor]) -> None:
-        if t is None or not self.ranges or t.device.type != "cpu" or sys.platform != "linux":
-            return
-        start = t.data_ptr()
-        end = start + t.numel() * t.element_size()
-        start = -(-start // self.page) * self.page  # whole pages inside the tensor only
-        end = end // self.page * self.page
-        if end > start and any(lo <= start and end <= hi for lo, hi in self.ranges):
-            self.madvise(start, end - start, self._MADV_DONTNEED)
 
 
 def quantize_model(
@@ -275,7 +235,7 @@ def _fill(
     dtype: torch.dtype,
     use_kernels: bool,
     source: str,
-    pages: Optional[_FilePages] = None,
+    pages: Optional[MappedFilePages] = None,
 ) -> None:
     """Replaces (or fills) the modules of `model` from `state`, popping each entry once used (and, with `pages`,
     dropping its pages of the memory-mapped file)."""
