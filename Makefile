@@ -12,14 +12,14 @@ $(BIN)/.core-installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -c constraints.txt -e .
+	$(BIN)/pip install -c constraints.txt -e . --config-settings editable_mode=compat
 	touch $@
 
 # Everything the test suite uses (serve, evaluate, bitsandbytes, Triton, transformers, peft, ...).
 # litdata is installed without its torchvision requirement: PyPI's torchvision wheel for this torch is a CUDA
 # build whose import fails on the CPU wheel, and nothing litgpt uses needs it.
 $(BIN)/.installed: $(BIN)/.core-installed
-	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[test]" --config-settings editable_mode=compat
 	$(BIN)/pip install -q -c constraints.txt boto3 obstore tifffile
 	$(BIN)/pip install -q -c constraints.txt --no-deps "litdata>=0.2.59"
 	# llama.cpp, the reference the GGUF export is checked against: only a source package here (about 7 to 14
