@@ -264,13 +264,10 @@ def test_validate_passes_a_good_folder_and_lists_every_problem(base, tmp_path):
     assert "failed 3 check(s)" in result.stderr
 
 
-def test_convert_from_litgpt_writes_litgpt_model_pth_on_request(base, tmp_path):
+def test_convert_from_litgpt_writes_litgpt_model_pth_too(base, tmp_path):
     from safetensors.torch import load_file
 
-    plain = run("convert_from_litgpt", str(base), str(tmp_path / "hf"))
-    assert plain.returncode == 0, plain.stderr
-    assert not (tmp_path / "hf" / "model.pth").exists()
-    result = run("convert_from_litgpt", str(base), str(tmp_path / "hf"), "--model_pth", "true")
+    result = run("convert_from_litgpt", str(base), str(tmp_path / "hf"))  # LitGPT's command, LitGPT's file
     assert result.returncode == 0, result.stderr
     pth = torch.load(tmp_path / "hf" / "model.pth")
     st = load_file(str(tmp_path / "hf" / "model.safetensors"))
@@ -285,8 +282,8 @@ def test_convert_from_litgpt_writes_litgpt_model_pth_on_request(base, tmp_path):
     ours = LLM.load(str(base), distribute=None).model
     with torch.inference_mode():
         torch.testing.assert_close(model(ids).logits, ours(ids), rtol=1e-4, atol=1e-4)
-    # a later export without it removes the stale file
-    assert run("convert_from_litgpt", str(base), str(tmp_path / "hf")).returncode == 0
+    # --model_pth false leaves it out, and removes the one an earlier export wrote
+    assert run("convert_from_litgpt", str(base), str(tmp_path / "hf"), "--model_pth", "false").returncode == 0
     assert not (tmp_path / "hf" / "model.pth").exists()
 
 

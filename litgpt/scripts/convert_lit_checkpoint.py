@@ -3,8 +3,8 @@
 The output (`config.json`, `model.safetensors` or shards with `model.safetensors.index.json`, the tokenizer
 files) loads with `transformers.AutoModelForCausalLM.from_pretrained(output_dir)`. The architecture is the
 most specific Hugging Face family that represents the Config exactly (`hf_families.family_for_config`), and
-the weights are written in that family's canonical Hub layout. `--model_pth true` also writes LitGPT's output,
-`model.pth` (the same tensors, torch.save), for scripts written for LitGPT.
+the weights are written in that family's canonical Hub layout. Like LitGPT, it also writes `model.pth` (the same
+tensors, torch.save), for scripts written for LitGPT; `--model_pth false` leaves it out (half the disk space).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def convert_lit_checkpoint(
     output_dir: Path,
     *,
     max_shard_size: Union[int, str] = "5GB",
-    model_pth: bool = False,
+    model_pth: bool = True,
 ) -> Path:
     """Converts a LitGPT checkpoint into a Hugging Face model folder that transformers loads directly.
 
@@ -48,7 +48,8 @@ def convert_lit_checkpoint(
             models are split into shards listed in `model.safetensors.index.json`.
         model_pth: Also write `model.pth`, the file LitGPT's convert_from_litgpt writes (the same tensors under
             their Hugging Face names, saved with torch.save), for scripts that load it with `torch.load` and
-            pass it to `from_pretrained(..., state_dict=...)`. It doubles the disk space.
+            pass it to `from_pretrained(..., state_dict=...)`, as LitGPT's convert_from_litgpt does. False leaves it
+            out, halving the disk space.
 
     Returns:
         The output folder.
