@@ -36,6 +36,7 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import torch
 
+from litgpt.utils import check_int
 from litgpt.generate.engine import (
     StopTokens,
     TextRow,
@@ -575,22 +576,6 @@ class Scheduler:
         self._k, self._v = [], []
         self._rows_cap = self._len_cap = 0
         self._bound = None
-
-
-def check_int(name: str, value: object, minimum: int, maximum: Optional[int] = None, note: str = "") -> None:
-    """Raises a one-line ValueError unless `value` is an int (not a bool) in [minimum, maximum].
-
-    Args:
-        name: the argument's name, for the message.
-        value: the value to check.
-        minimum: the smallest value allowed.
-        maximum: the largest value allowed (None: no limit).
-        note: appended to the range in the message, e.g. " (the model's block_size)".
-    """
-    too_big = maximum is not None and isinstance(value, int) and value > maximum
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or too_big:
-        wanted = f"an integer in [{minimum}, {maximum}]" if maximum is not None else f"an integer >= {minimum}"
-        raise ValueError(f"{name} must be {wanted}{note}, got {value!r}")
 
 
 def _deliver(request: GenerationRequest, event: Event) -> bool:

@@ -30,7 +30,7 @@ except ImportError as _err:
 from litgpt.deploy.api import EngineAPI, start_scheduler
 from litgpt.deploy.frontend import JOB_PATH, OPENAI_PATHS, ServeFrontend
 from litgpt.deploy.requests import PromptEncoder
-from litgpt.deploy.scheduler import check_int
+from litgpt.utils import check_int
 from litgpt.generate.engine import check_sampling_args
 
 DEFAULT_MAX_REQUEST_SIZE = 4 * 1024 * 1024
