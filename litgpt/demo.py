@@ -1,4 +1,4 @@
-"""`make demo` / `python -m litgpt.demo`: pretrain a small model offline, on CPU, in a few minutes.
+"""`make demo` / `python -m litgpt.demo`: pretrain a small model offline, on CPU, in about a minute.
 
 The corpus is Python's own documentation (`pydoc_data.topics`, shipped with every CPython). The demo
 trains a byte-level BPE tokenizer on it, pretrains a 4-layer, 1.3M-parameter Llama-style model with `litgpt pretrain`
@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import os
 import shutil
 import shlex
@@ -118,10 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     out = args.out_dir
     n_params = sum(p.numel() for p in GPT(Config(**DEMO_CONFIG)).parameters())
-    minutes = math.ceil((args.max_time + 40) / 60)
     print(f"litgpt demo: pretraining a {DEMO_CONFIG['n_layer']}-layer, {n_params / 1e6:.1f}M-parameter model on "
-          f"Python's documentation (offline, CPU, at most {args.max_time:.0f}s of training, about {minutes} "
-          f"minutes in all) into {out}", flush=True)
+          f"Python's documentation (offline, CPU: {args.max_steps} steps, about a minute on a quiet 2-core machine, "
+          f"stopped after {args.max_time:.0f}s of training at the latest) into {out}", flush=True)
     train_dir, val_dir, sft = write_corpus(out / "data")
     tokenizer_dir = train_tokenizer(train_dir, out / "tokenizer", DEMO_CONFIG["vocab_size"])
 
