@@ -747,9 +747,11 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
+        weight = (1 + self.weight.float()) if self.add_unit_offset else self.weight.float()
+        if self.dim in (-1, x.dim() - 1):  # torch's fused kernel (forward and backward ~1.6x faster on CPU)
+            return F.rms_norm(x.float(), (x.size(-1),), weight, self.eps).to(dtype)
         x = x.float()
         x = x * torch.rsqrt(x.pow(2).mean(dim=self.dim, keepdim=True) + self.eps)
-        weight = (1 + self.weight.float()) if self.add_unit_offset else self.weight.float()
         return (x * weight).to(dtype)
 
     def reset_parameters(self) -> None:
