@@ -341,7 +341,11 @@ def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Whether two checkpoint tensors hold the same matrix (meta tensors count as the same)."""
     if a is b or a.is_meta or b.is_meta:
         return a.shape == b.shape
-    return a.shape == b.shape and a.device == b.device and torch.equal(a, b)
+    if a.shape != b.shape or a.device != b.device:
+        return False
+    if a.data_ptr() == b.data_ptr() and a.stride() == b.stride() and a.dtype == b.dtype:
+        return True  # one tensor saved under both names (a tied model's checkpoint): nothing to read
+    return torch.equal(a, b)
 
 
 def _retie_after_load(model: GPT, incompatible_keys: Any) -> None:
