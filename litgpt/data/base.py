@@ -53,6 +53,21 @@ class DataModule:
         self.batch_size = batch_size
         self.max_seq_length = -1 if max_seq_length is None else max_seq_length
 
+    def load_rows(self) -> tuple[list, list]:
+        """The (train, val) rows of a module built from rows (instruction or preference data)."""
+        raise NotImplementedError(f"{type(self).__name__} is not built from rows")
+
+    def rows(self) -> tuple[list, list]:
+        """The (train, val) rows, loaded once by `load_rows`; a one-line ValueError when a split is empty."""
+        if getattr(self, "_rows", None) is None:
+            train, val = self.load_rows()
+            if not train:
+                raise ValueError(f"{type(self).__name__}: the training set is empty")
+            if not val:
+                raise ValueError(f"{type(self).__name__}: the validation set is empty")
+            self._rows = (train, val)
+        return self._rows
+
     @property
     def test_dataset(self) -> Optional[Dataset]:
         """LitGPT's name for the validation set of its instruction modules (the same object as `val_dataset`)."""

@@ -210,16 +210,6 @@ class PreferenceDataModule(DataModule):
         if self.is_local():
             self.rows()
 
-    def rows(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        if self._rows is None:
-            train, val = self.load_rows()
-            if not train:
-                raise ValueError(f"{type(self).__name__}: the training set is empty")
-            if not val:
-                raise ValueError(f"{type(self).__name__}: the validation set is empty")
-            self._rows = (train, val)
-        return self._rows
-
     def split(self, pairs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         return split_rows(pairs, self.val_split_fraction, self.seed)
 

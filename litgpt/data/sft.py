@@ -86,17 +86,6 @@ class SFTDataModule(DataModule):
     def loader_workers(self) -> int:
         return self.num_workers
 
-    def rows(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """The checked (train, val) rows, loaded once."""
-        if self._rows is None:
-            train, val = self.load_rows()
-            if not train:
-                raise ValueError(f"{type(self).__name__}: the training set is empty")
-            if not val:
-                raise ValueError(f"{type(self).__name__}: the validation set is empty")
-            self._rows = (train, val)
-        return self._rows
-
     def setup(self, stage: str = "") -> None:
         """Builds the tokenizing datasets (packed ones with `packing`)."""
         tokenizer = require_tokenizer(self)

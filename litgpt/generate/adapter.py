@@ -82,15 +82,13 @@ def adapter_file(adapter_path: Path) -> Path:
 def infer_adapter_settings(state: dict, version: Literal["v1", "v2"], n_layer: int):
     """`AdapterSettings` from the trained tensors of a run that recorded none (LitGPT's): the prefix length from
     the prefix's rows, the start layer from the first layer that has one, v2 when there are v2 tensors."""
-    from litgpt.adapter import AdapterSettings
+    from litgpt.adapter import settings_from_litgpt_state_dict
 
-    layers = sorted(int(k.split(".")[2]) for k in state if k.startswith("transformer.h.") and k.endswith("adapter_prefix"))
-    if not layers:
+    if not any(k.endswith(".attn.adapter_prefix") for k in state):
         raise ValueError("the adapter weights hold no adapter_prefix tensor: is this an adapter run's file?")
-    length = state[f"transformer.h.{layers[0]}.attn.adapter_prefix"].shape[0]
     if any(k.endswith(("adapter_bias", "adapter_scale")) for k in state):
         version = "v2"
-    return AdapterSettings(version, int(length), layers[0]).validate(n_layer)
+    return settings_from_litgpt_state_dict(state, version, n_layer)
 
 
 def load_with_adapter(checkpoint_dir: Path, adapter_path: Path, version: Literal["v1", "v2"] = "v1"):
