@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from litgpt.config import Config
+from litgpt.utils import CompiledKernel
 
 _HEAD, _WTE = "lm_head.weight", "transformer.wte.weight"
 
@@ -449,6 +450,8 @@ class _Attention(nn.Module):
         scale = 1.0 / math.sqrt(cfg.attention_scores_scalar or q.size(-1))
         if cfg.attention_logit_softcapping is not None:
             y = self._eager_attention(q, k, v, mask, scale, cfg.attention_logit_softcapping)
+        elif mask is None and short_attention_applies(q, k):
+            y = short_causal_attention(q, k, v, scale)
         elif mask is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=nh != k.size(1))
         else:
@@ -769,6 +772,86 @@ def build_norm(config: Config, size: int) -> nn.Module:
     if config.norm_class_name == "LayerNorm":
         return nn.LayerNorm(size, eps=config.norm_eps, elementwise_affine=config.norm_affine)
     raise ValueError(f"Unknown norm_class_name {config.norm_class_name!r}; expected 'LayerNorm' or 'RMSNorm'")
+
+
+# --------------------------------------------------------------------------------------------------
+# Causal attention of short training sequences on the CPU
+
+SHORT_ATTENTION_MAX_SCORES = 1 << 23
+"""The largest B * nh * T * T `short_causal_attention` takes; above it torch's CPU flash kernel is faster
+(measured: 2.5-3.5x slower flash at 0.3-1M scores, even at 8M, 1.6x faster flash at 19M), and the saved
+probabilities would cost more memory than the speed is worth."""
+
+
+def short_attention_applies(q: torch.Tensor, k: torch.Tensor) -> bool:
+    """Whether a causal attention call is a CPU bfloat16 training one short enough for `short_causal_attention`
+    (queries and keys the same length; otherwise, and on other devices, F.scaled_dot_product_attention)."""
+    if q.device.type != "cpu" or not torch.is_grad_enabled() or q.size(2) != k.size(2):
+        return False
+    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else q.dtype
+    B, nh, T, _ = q.shape
+    return dtype == torch.bfloat16 and B * nh * T * T <= SHORT_ATTENTION_MAX_SCORES and (q.requires_grad or k.requires_grad)
+
+
+def short_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """Causal softmax attention of q (B, nh, T, hs) over k, v (B, ng, T, hs) -> (B, nh, T, v's hs), for short
+    sequences on the CPU: the scores and the softmax in float32 (as accurate as the flash kernel), the products
+    with V and the whole backward pass as batched bfloat16 matrix products, the queries of a KV group in one
+    product. 2-3x faster than the CPU flash kernel at a few hundred tokens (forward + backward); keeps the
+    (bfloat16) probabilities for the backward pass."""
+    if torch.is_autocast_enabled("cpu"):
+        dtype = torch.get_autocast_dtype("cpu")
+        q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    return _ShortCausalAttention.apply(q, k, v, scale)
+
+
+def _short_attention_forward(qg: torch.Tensor, kg: torch.Tensor, vg: torch.Tensor, scale: float):
+    """qg (G, r*T, hs): the r query heads of each of G = B * ng groups stacked along T; kg, vg (G, T, hs).
+    Returns the probabilities (G, r*T, T) in q's dtype and the output (G, r*T, hs)."""
+    T, wide = kg.size(1), torch.promote_types(qg.dtype, torch.float32)
+    scores = torch.bmm(qg.to(wide), kg.to(wide).transpose(1, 2)) * scale
+    query_pos = torch.arange(qg.size(1), device=qg.device) % T
+    future = torch.arange(T, device=qg.device)[None, :] > query_pos[:, None]
+    probs = torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1).to(qg.dtype)
+    return probs, torch.bmm(probs, vg)
+
+
+def _short_attention_backward(qg, kg, vg, probs, out, grad_out, scale: float):
+    """The gradients of `_short_attention_forward`'s output for q, k and v (grouped layouts)."""
+    grad_v = torch.bmm(probs.transpose(1, 2), grad_out)
+    grad_probs = torch.bmm(grad_out, vg.transpose(1, 2))
+    wide = torch.promote_types(qg.dtype, torch.float32)
+    row_dot = (grad_out.to(wide) * out.to(wide)).sum(-1, keepdim=True)
+    grad_scores = ((grad_probs.to(wide) - row_dot) * probs.to(wide)).to(qg.dtype)
+    grad_q = torch.bmm(grad_scores, kg) * scale
+    grad_k = torch.bmm(grad_scores.transpose(1, 2), qg) * scale
+    return grad_q, grad_k, grad_v
+
+
+_short_forward_kernel = CompiledKernel(_short_attention_forward, env_var="LITGPT_COMPILE_ATTENTION")
+_short_backward_kernel = CompiledKernel(_short_attention_backward, env_var="LITGPT_COMPILE_ATTENTION")
+
+
+class _ShortCausalAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, scale: float):
+        B, nh, T, hs = q.shape
+        ng = k.size(1)
+        qg = q.reshape(B * ng, nh // ng * T, hs)
+        kg, vg = k.reshape(B * ng, T, hs), v.reshape(B * ng, T, v.size(-1))
+        with torch.autocast("cpu", enabled=False):
+            probs, out = _short_forward_kernel(qg, kg, vg, scale)
+        ctx.save_for_backward(qg, kg, vg, probs, out)
+        ctx.scale, ctx.shapes = scale, (q.shape, k.shape, v.shape)
+        return out.view(B, nh, T, vg.size(-1))
+
+    @staticmethod
+    def backward(ctx, grad):
+        qg, kg, vg, probs, out = ctx.saved_tensors
+        with torch.autocast("cpu", enabled=False):
+            grad_q, grad_k, grad_v = _short_backward_kernel(qg, kg, vg, probs, out, grad.reshape(out.shape), ctx.scale)
+        q_shape, k_shape, v_shape = ctx.shapes
+        return grad_q.view(q_shape), grad_k.view(k_shape), grad_v.view(v_shape), None
 
 
 # --------------------------------------------------------------------------------------------------

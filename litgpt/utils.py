@@ -234,6 +234,39 @@ _DTYPES = {
 }
 
 
+class CompiledKernel:
+    """`fn` through `torch.compile` (dynamic shapes from the first call, so a new length never recompiles), compiled on
+    its first call; `eager` (default: `fn` itself) where compiling is off (`LITGPT_COMPILE_KERNELS=0`, or the
+    kernel's own `env_var=0`), where it fails (no C compiler: one warning, then eager for the rest of the process),
+    and inside code that torch.compile is already tracing (it traces `eager` with the rest)."""
+
+    def __init__(self, fn: Any, eager: Any = None, env_var: Optional[str] = None, dynamic: Optional[bool] = True) -> None:
+        self.fn, self.eager, self.env_var, self.dynamic = fn, eager or fn, env_var, dynamic
+        self.compiled: Any = None
+        self.failed = False
+
+    @property
+    def enabled(self) -> bool:
+        """Whether calls run the compiled function (when compiling works)."""
+        off = [os.environ.get("LITGPT_COMPILE_KERNELS", "1")] + ([os.environ.get(self.env_var, "1")] if self.env_var else [])
+        return not self.failed and "0" not in off
+
+    def __call__(self, *args: Any) -> Any:
+        if not self.enabled or torch.compiler.is_compiling():
+            return self.eager(*args)
+        if self.compiled is None:
+            self.compiled = torch.compile(self.fn, dynamic=self.dynamic)
+        try:
+            return self.compiled(*args)
+        except Exception as err:  # no C++ compiler, an unsupported platform: warn once and stay eager
+            import warnings
+
+            self.failed = True
+            first = (str(err).splitlines() or [type(err).__name__])[0][:200]
+            warnings.warn(f"{self.fn.__name__} runs uncompiled (torch.compile failed: {first})")
+            return self.eager(*args)
+
+
 def litgpt_cache_dir() -> Path:
     """litgpt's cache folder (tokenized corpora, compiled kernels): `$LITGPT_CACHE_DIR`, else
     `$XDG_CACHE_HOME/litgpt`, else `~/.cache/litgpt`. Never a folder of the user's data."""

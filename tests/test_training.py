@@ -259,6 +259,15 @@ def test_fused_linear_cross_entropy_matches_logits_then_cross_entropy(bias, comp
         torch.testing.assert_close(t.grad, g, rtol=1e-4, atol=1e-5)
 
 
+def test_fused_linear_cross_entropy_without_any_target_is_zero_with_zero_gradients():
+    hidden = torch.randn(2, 4, 8, requires_grad=True)
+    weight = torch.randn(40, 8, requires_grad=True)
+    got = fused_linear_cross_entropy(hidden, weight, None, torch.full((2, 4), -100), compiled=False)
+    got.backward()
+    assert got.item() == 0.0
+    assert not hidden.grad.any() and (weight.grad is None or not weight.grad.any())
+
+
 def test_step_sampler_gives_the_same_global_batches_for_any_process_count():
     one = list(StepSampler(20, global_batch_size=8, micro_batch_size=2, seed=3, epoch=1))
     two = [list(StepSampler(20, 8, 2, world_size=2, rank=r, seed=3, epoch=1)) for r in range(2)]

@@ -4,8 +4,6 @@ LM-head + cross-entropy that never materialises the full (tokens x vocabulary) l
 
 from __future__ import annotations
 
-import os
-import warnings
 from typing import Any, Optional, Union
 
 import torch
@@ -13,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from litgpt.data.base import IGNORE_INDEX
+from litgpt.utils import CompiledKernel
 
 
 def token_loss_sum(
@@ -65,31 +64,11 @@ def _block_loss_and_grad_eager(logits: torch.Tensor, y: torch.Tensor, ok: torch.
     return loss, grad
 
 
-_compiled_block: Any = None
-_compile_failed = False
-
-
-def _block_function(compiled: bool) -> Any:
-    """The compiled block kernel (compiled once per process), or the eager one when compiling is off or fails."""
-    global _compiled_block
-    if not compiled or _compile_failed or os.environ.get("LITGPT_COMPILE_LOSS", "1") == "0":
-        return _block_loss_and_grad_eager
-    if _compiled_block is None:
-        _compiled_block = torch.compile(_block_loss_and_grad, dynamic=None)
-    return _compiled_block
+_block_kernel = CompiledKernel(_block_loss_and_grad, eager=_block_loss_and_grad_eager, env_var="LITGPT_COMPILE_LOSS")
 
 
 def _run_block(logits: torch.Tensor, y: torch.Tensor, ok: torch.Tensor, compiled: bool):
-    global _compile_failed
-    fn = _block_function(compiled)
-    if fn is _block_loss_and_grad_eager:
-        return fn(logits, y, ok)
-    try:
-        return fn(logits, y, ok)
-    except Exception as err:  # no C++ compiler / triton: warn once and stay eager
-        _compile_failed = True
-        warnings.warn(f"the fused loss runs uncompiled (torch.compile failed: {str(err).splitlines()[0][:200]})")
-        return _block_loss_and_grad_eager(logits, y, ok)
+    return _block_kernel(logits, y, ok) if compiled else _block_loss_and_grad_eager(logits, y, ok)
 
 
 class _FusedLinearCrossEntropy(torch.autograd.Function):
@@ -102,22 +81,27 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, labels, ignore_index: int, chunk_size: int, compute_dtype, compiled: bool):
-        n = hidden.size(0)
         needs_h, needs_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         needs_b = bias is not None and ctx.needs_input_grad[2]
         h = hidden.to(compute_dtype)
         w = weight.to(compute_dtype)
         b = bias.to(compute_dtype) if bias is not None else None
         valid = labels != ignore_index
-        safe = torch.where(valid, labels, torch.zeros_like(labels))
-        grad_h = torch.empty_like(hidden) if needs_h else None
+        rows = None
+        if not bool(valid.all()):  # rows without a target (padding, masked prompts) add nothing: skip their logits
+            rows = valid.nonzero().squeeze(1)
+            h, labels = h.index_select(0, rows), labels.index_select(0, rows)
+            valid = torch.ones_like(labels, dtype=torch.bool)
+        n = h.size(0)
+        grad_h = h.new_empty(h.shape, dtype=hidden.dtype) if needs_h else None
         grad_w = grad_b = None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, n, chunk_size):
             stop = min(n, start + chunk_size)
             h_block = h[start:stop]
             logits = h_block @ w.t() if b is None else torch.addmm(b, h_block, w.t())  # (c, V)
-            loss, grad = _run_block(logits, safe[start:stop], valid[start:stop], compiled)
+            # copies, not views: the compiled kernel would guard on the size of a view's base
+            loss, grad = _run_block(logits, labels[start:stop].clone(), valid[start:stop].clone(), compiled)
             total += loss
             if needs_h:
                 grad_h[start:stop] = grad @ w
@@ -127,6 +111,8 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
             if needs_b:
                 part = grad.float().sum(0)
                 grad_b = part if grad_b is None else grad_b.add_(part)
+        if rows is not None and grad_h is not None:
+            grad_h = torch.zeros_like(hidden).index_copy_(0, rows, grad_h)
         if grad_w is not None:
             grad_w = grad_w.to(weight.dtype)
         if grad_b is not None:
@@ -165,7 +151,7 @@ def fused_linear_cross_entropy(
         compute_dtype: dtype of the matrix products (default: the autocast dtype when autocast is on,
             else hidden's dtype); the softmax is always float32.
         compiled: run the per-block softmax kernel through torch.compile (falls back to eager operations,
-            with one warning, where compiling fails; LITGPT_COMPILE_LOSS=0 turns it off).
+            with one warning, where compiling fails; LITGPT_COMPILE_LOSS=0 or LITGPT_COMPILE_KERNELS=0 turns it off).
     """
     if compute_dtype is None:
         device_type = hidden.device.type
@@ -177,7 +163,7 @@ def fused_linear_cross_entropy(
     labels = labels.reshape(-1)
     if chunk_size is None:
         # compiled, a block costs its bf16 logits and gradient; eager, also float32 temporaries
-        budget = (64 << 20) if compiled and os.environ.get("LITGPT_COMPILE_LOSS", "1") != "0" else (32 << 20)
+        budget = (64 << 20) if compiled and _block_kernel.enabled else (32 << 20)
         chunk_size = max(1, budget // weight.size(0))
     with torch.autocast(hidden.device.type, enabled=False):
         return _FusedLinearCrossEntropy.apply(hidden, weight, bias, labels, ignore_index, chunk_size, compute_dtype,
