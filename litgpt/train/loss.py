@@ -4,7 +4,7 @@ LM-head + cross-entropy that never materialises the full (tokens x vocabulary) l
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 import torch
 import torch.nn as nn
