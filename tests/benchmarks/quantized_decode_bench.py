@@ -30,6 +30,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def peak_rss_mb() -> float:
+    """This process's own peak RSS: VmHWM of /proc/self/status on Linux (getrusage's ru_maxrss is not: Linux
+    carries it over fork and exec, so a worker would report the parent's peak from making the checkpoint)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
