@@ -84,6 +84,9 @@ def test_applies_only_to_short_cpu_bfloat16_training_calls(monkeypatch):
     with torch.autocast("cpu", dtype=torch.bfloat16):  # float32 activations under bf16 autocast
         assert short_attention_applies(q.detach().float().requires_grad_(), k.detach().float())
     assert not short_attention_applies(q, k[:, :, :5])  # keys of another length (a KV cache)
+    frozen_q, frozen_k = q.detach(), k.detach()  # e.g. LoRA on the values only, in the first layer
+    assert not short_attention_applies(frozen_q, frozen_k, frozen_k)
+    assert short_attention_applies(frozen_q, frozen_k, k)
     monkeypatch.setattr(model_module, "SHORT_ATTENTION_MAX_SCORES", 1 * 4 * 8 * 8 - 1)
     assert not short_attention_applies(q, k)
 
