@@ -115,7 +115,9 @@ def pack_weights_in_huge_pages(model: nn.Module, dtype: Optional[torch.dtype] = 
             return False
     except (OSError, AttributeError):
         return False
-    offset = 0
+    from litgpt.utils import return_freed_memory
+
+    offset = freed = 0
     with torch.no_grad():
         for p, size, target in zip(unique, sizes, targets):
             nbytes = p.numel() * torch.empty((), dtype=target).element_size()
@@ -123,9 +125,18 @@ def pack_weights_in_huge_pages(model: nn.Module, dtype: Optional[torch.dtype] = 
             view.copy_(p)
             if release is not None:
                 release(p.data)
+            freed += p.numel() * p.element_size()
             p.data = view
             offset += size
+            if freed > _TRIM_EVERY:  # heap-allocated sources: give their memory back as we go, not at the end
+                return_freed_memory()
+                freed = 0
+    return_freed_memory()
     return True
+
+
+_TRIM_EVERY = 32 << 20
+"""Bytes of copied source tensors after which `pack_weights_in_huge_pages` hands freed heap memory back to the OS."""
 
 
 # ------------------------------------------------------------------------------------------------------------
