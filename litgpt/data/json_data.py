@@ -13,8 +13,10 @@ _SUFFIXES = (".json", ".jsonl", ".parquet")
 
 @dataclass
 class _JSONPath:
+    """The `json_path` field of the modules that read your own files (`JSON`, `Preference`), as their first field."""
+
     json_path: Path
-    """A .json / .jsonl file, or a folder with train.json(l) and val.json(l)."""
+    """A .json / .jsonl / .parquet file, or a folder with train and val files (the same suffixes)."""
 
 
 @dataclass

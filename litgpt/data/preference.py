@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import Dataset
 
 from litgpt.data.base import IGNORE_INDEX, DataModule, pick_example, require_tokenizer, split_rows
+from litgpt.data.json_data import _JSONPath
 from litgpt.data.sft import hf_dataset_file, hf_dataset_files, read_rows
 from litgpt.prompts import ROLES, PromptStyle
 
@@ -255,12 +256,6 @@ class PreferenceDataModule(DataModule):
     def example_prompt(self, which: Any = "first") -> Optional[str]:
         _, val = self.rows()
         return self.format_prompt(val[pick_example(len(val), which, self.seed)]["prompt"])
-
-
-@dataclass
-class _JSONPath:
-    json_path: Path
-    """A .json / .jsonl / .parquet file of pairs, or a folder with train.json(l) and val.json(l)."""
 
 
 @dataclass
